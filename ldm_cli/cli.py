@@ -1,0 +1,50 @@
+"""The `ldm` command: a Typer app assembled from one module per command group.
+
+Heavy libraries (torch, diffusers, transformers) are imported inside the commands, so
+`ldm --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ldm_cli.commands import generate, info
+from ldm_cli.errors import USAGE_EXIT, report
+
+app = typer.Typer(
+    name="ldm",
+    help="Latent diffusion text-to-image: generate, encode, decode, finetune.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+generate.register(app)
+info.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app and map every failure to one line and an exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(args=argv, prog_name="ldm", standalone_mode=False)
+    except typer.Abort:
+        sys.exit(report(KeyboardInterrupt()))
+    except typer.exceptions.TyperException as exc:  # bad flags or values found by the parser
+        sys.exit(_usage_error(exc))
+    except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if isinstance(exc, SystemExit):
+            raise
+        sys.exit(report(exc))
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _usage_error(exc) -> int:
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "ldm"
+    print(f"ldm: error: {' '.join(message.split())} (see '{command} --help')", file=sys.stderr)
+    return getattr(exc, "exit_code", USAGE_EXIT) or USAGE_EXIT

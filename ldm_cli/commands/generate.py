@@ -1,0 +1,81 @@
+"""`ldm generate`: text -> image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ldm_cli.options import (
+    AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt,
+)
+
+EXAMPLES = """Examples:
+
+  ldm generate "a scarlet macaw" --steps 50 --g 7.5 --seed 42
+
+  ldm generate "a red circle on a blue background" --model demo -n 4 --out shapes/
+
+  ldm generate --prompts-file prompts/examples.txt --scheduler dpm++2m --steps 25
+
+  ldm generate "a lighthouse at dusk" --save-intermediates --every 5
+
+  ldm generate --from outputs/a-scarlet-macaw-42.png --steps 30
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", help="Generate images from a text prompt.", epilog=EXAMPLES)(generate)
+
+
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(help="What the image should show.", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", "-s", help="Denoising steps, 1..1000 [default: 50].")] = None,
+    guidance: Annotated[
+        Optional[float],
+        typer.Option("--guidance", "--g", "-g", help="Classifier-free guidance scale; <= 1 disables it [default: 7.5]."),
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="0..2^64-1; image i uses seed+i [default: random, printed].")] = None,
+    dim: Annotated[Optional[int], typer.Option("--dim", help="Square size in pixels [default: the model's native size].")] = None,
+    height: Annotated[Optional[int], typer.Option("--height", help="Height in pixels, multiple of 8, 64..2048.")] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Width in pixels, multiple of 8, 64..2048.")] = None,
+    negative_prompt: Annotated[
+        Optional[str], typer.Option("--negative-prompt", "--neg", help="What the image should not show.")
+    ] = None,
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", help="Sampler, see `ldm schedulers` [default: the model's own].")
+    ] = None,
+    num_images: Annotated[Optional[int], typer.Option("--num-images", "-n", help="Images per prompt [default: 1].")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Output .png file or folder; never overwrites [default: outputs/].")
+    ] = None,
+    prompts_file: Annotated[
+        Optional[Path], typer.Option("--prompts-file", help="Text file with one prompt per line ('#' lines skipped).")
+    ] = None,
+    from_image: Annotated[
+        Optional[Path], typer.Option("--from", help="Re-run the settings recorded in a PNG; other flags override them.")
+    ] = None,
+    save_intermediates: Annotated[
+        bool, typer.Option("--save-intermediates", help="Also save the image at each step, and a contact sheet.")
+    ] = False,
+    every: Annotated[int, typer.Option("--every", help="With --save-intermediates: keep every Nth step.")] = 1,
+    intermediates: Annotated[
+        str, typer.Option("--intermediates", help="preview (fast linear latent->RGB map) or exact (VAE decode per step).")
+    ] = "preview",
+    json_output: JsonOpt = False,
+    model: ModelOpt = None,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    allow_pickle: AllowPickleOpt = False,
+    config: ConfigOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+) -> int:
+    from ldm_cli.commands.generate_settings import build_settings
+
+    settings = build_settings(locals())
+    from ldm_cli import txt2img
+
+    txt2img.run(settings)
+    return 0

@@ -1,0 +1,132 @@
+"""Turn `ldm generate` flags (plus --prompts-file and --from) into validated GenerateSettings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ldm_cli.config import GenerateSettings, ModelSettings, validate_generate
+from ldm_cli.devices import DTYPE_CHOICES
+from ldm_cli.errors import InputFileError, UsageError
+from ldm_cli.schedulers import SCHEDULERS
+
+DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
+
+
+def build_settings(args: dict) -> GenerateSettings:
+    """Precedence: explicit flag > value recorded in --from image > default."""
+    values = dict(DEFAULTS)
+    if args["from_image"] is not None:
+        values.update(settings_from_image(args["from_image"]))
+    explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
+    if args["dim"] is not None:
+        explicit.setdefault("height", args["dim"])
+        explicit.setdefault("width", args["dim"])
+    values.update(explicit)
+    prompts = _prompts(args, values.pop("prompt", None))
+    _check_choices(args)
+    settings = GenerateSettings(
+        prompts=prompts,
+        negative_prompt=values["negative_prompt"],
+        steps=values["steps"],
+        guidance=float(values["guidance"]),
+        seed=values.get("seed"),
+        height=values.get("height"),
+        width=values.get("width"),
+        scheduler=values.get("scheduler"),
+        num_images=values["num_images"],
+        out=args["out"],
+        save_intermediates=args["save_intermediates"],
+        every=args["every"],
+        intermediates_mode=args["intermediates"],
+        json_output=args["json_output"],
+        model=ModelSettings(
+            model=args["model"] or values.get("model"),
+            revision=args["revision"] or values.get("revision"),
+            offline=args["offline"],
+            allow_pickle=args["allow_pickle"],
+            config=args["config"],
+            device=args["device"],
+            dtype=args["dtype"],
+        ),
+    )
+    validate_generate(settings)
+    if settings.model.config is not None and not settings.model.config.is_dir():
+        raise UsageError(f"--config {settings.model.config}: not a folder of component configs")
+    return settings
+
+
+_SETTING_FLAGS = {"steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images"}
+
+
+def _prompts(args: dict, recorded_prompt: str | None) -> tuple[str, ...]:
+    if args["prompt"] is not None and args["prompts_file"] is not None:
+        raise UsageError("pass either a PROMPT or --prompts-file, not both")
+    if args["prompts_file"] is not None:
+        return read_prompts_file(args["prompts_file"])
+    if args["prompt"] is not None:
+        return (args["prompt"],)
+    if recorded_prompt is not None:
+        return (recorded_prompt,)
+    raise UsageError("no prompt given; pass a prompt, --prompts-file FILE or --from IMAGE.png")
+
+
+def read_prompts_file(path: Path) -> tuple[str, ...]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"--prompts-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--prompts-file {path}: cannot read it as UTF-8 text ({exc})") from None
+    prompts = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not prompts:
+        raise UsageError(f"--prompts-file {path}: no prompts in it (one per line; '#' lines are skipped)")
+    return prompts
+
+
+def settings_from_image(path: Path) -> dict:
+    """The settings an ldm PNG recorded; an A1111 `parameters` chunk works too."""
+    from ldm_cli.metadata import parse_a1111, read_png_metadata
+
+    try:
+        chunks = read_png_metadata(path)
+    except InputFileError as exc:
+        raise UsageError(f"--from: {exc}") from None
+    record = chunks["ldm"]
+    if record is not None:
+        s = record["settings"]
+        return {
+            "prompt": record["prompt"], "seed": record["seed"], "negative_prompt": s["negative_prompt"],
+            "steps": s["steps"], "guidance": s["guidance"], "height": s["height"], "width": s["width"],
+            "scheduler": s["scheduler"], "model": record["model"]["spec"], "revision": record["model"].get("revision"),
+        }
+    if chunks["parameters"]:
+        return _from_a1111(parse_a1111(chunks["parameters"]))
+    raise UsageError(f"--from {path}: the PNG has no ldm or A1111 generation metadata")
+
+
+def _from_a1111(parsed: dict) -> dict:
+    fields = parsed["fields"]
+    by_a1111 = {spec.a1111_name: name for name, spec in SCHEDULERS.items()}
+    values = {"prompt": parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
+    try:
+        if "Steps" in fields:
+            values["steps"] = int(fields["Steps"])
+        if "CFG scale" in fields:
+            values["guidance"] = float(fields["CFG scale"])
+        if "Seed" in fields:
+            values["seed"] = int(fields["Seed"])
+        if "Size" in fields:
+            values["width"], values["height"] = (int(v) for v in fields["Size"].split("x"))
+    except ValueError:
+        raise UsageError("--from: the A1111 parameters in the PNG are malformed") from None
+    if fields.get("Sampler") in by_a1111:
+        values["scheduler"] = by_a1111[fields["Sampler"]]
+    return values
+
+
+def _check_choices(args: dict) -> None:
+    if args["dtype"] not in DTYPE_CHOICES:
+        raise UsageError(f"--dtype {args['dtype']!r}: choose one of {', '.join(DTYPE_CHOICES)}")
+    device = args["device"]
+    if device not in ("auto", "cpu", "mps", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UsageError(f"--device {device!r}: choose auto, cpu, cuda, cuda:N or mps")

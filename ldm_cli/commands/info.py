@@ -1,0 +1,48 @@
+"""`ldm info` (what a PNG records) and `ldm schedulers` (what --scheduler accepts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ldm_cli.options import JsonOpt
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info", help="Show how an image was made (its ldm record and A1111 parameters).",
+                epilog="Example:\n\n  ldm info outputs/a-scarlet-macaw-42.png")(info)
+    app.command("schedulers", help="List the samplers --scheduler accepts.",
+                epilog="Example:\n\n  ldm schedulers")(schedulers)
+
+
+def info(
+    image: Annotated[Path, typer.Argument(help="A PNG written by ldm (or by A1111).", show_default=False)],
+    json_output: JsonOpt = False,
+) -> int:
+    from ldm_cli.errors import InputFileError
+    from ldm_cli.metadata import read_png_metadata
+
+    chunks = read_png_metadata(image)
+    if chunks["ldm"] is None and chunks["parameters"] is None:
+        raise InputFileError(f"{image}: no generation metadata in it (not made by ldm or A1111)")
+    if json_output:
+        print(json.dumps(chunks["ldm"] if chunks["ldm"] is not None else chunks))
+        return 0
+    if chunks["parameters"]:
+        print(chunks["parameters"])
+        print()
+    if chunks["ldm"] is not None:
+        print(json.dumps(chunks["ldm"], indent=2, sort_keys=True))
+    return 0
+
+
+def schedulers() -> int:
+    from ldm_cli.schedulers import SCHEDULERS
+
+    width = max(len(name) for name in SCHEDULERS)
+    for name, spec in SCHEDULERS.items():
+        print(f"{name:<{width}}  {spec.a1111_name:<16} {spec.description}")
+    return 0

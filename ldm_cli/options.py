@@ -1,0 +1,29 @@
+"""Option aliases shared by commands: one definition, one help string each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m",
+        help="Model: 'demo', a diffusers folder, an SD1.x .safetensors file or a Hub id "
+        "[default: $LDM_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5]",
+    ),
+]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit of --model.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only the local HF cache (like HF_HUB_OFFLINE=1).")]
+AllowPickleOpt = Annotated[
+    bool, typer.Option("--allow-pickle", help="Allow .ckpt/.bin/.pt weights (pickle can run code: trusted files only).")
+]
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="Component configs for a single-file checkpoint [default: bundled SD1.5 configs]."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line per result on stdout.")]

@@ -1,0 +1,85 @@
+"""The denoising loop: DDPM's sampling algorithm generalised to any diffusers scheduler.
+
+No I/O and no printing here: progress and intermediates go through the `on_step` callback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ldm_cli.guidance import guide
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning for one image: cond [1,77,D], uncond [1,77,D] or None when g <= 1."""
+
+    cond: object
+    uncond: object | None
+    guidance_scale: float
+
+    def batch(self):
+        """[uncond, cond] stacked so one UNet call serves both halves of guidance."""
+        if self.uncond is None:
+            return self.cond
+        return torch.cat([self.uncond, self.cond])  # [2B, 77, D]
+
+
+@dataclass
+class StepInfo:
+    index: int  # 0-based position in the timestep list
+    total: int
+    timestep: int
+    latents: object  # x after this step, in the scheduler's own scale
+    scheduler: object
+
+
+def initial_noise(shape, generator, dtype, device):
+    """Seeded Gaussian noise drawn on the CPU generator, so a seed gives the same image on any device."""
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+def predict_noise(unet, scheduler, latents, t, conditioning: Conditioning):
+    """One guided noise prediction: a single UNet call on the [uncond, cond] batch."""
+    guided = conditioning.uncond is not None
+    x_in = torch.cat([latents, latents]) if guided else latents  # [2B, C, h, w] when guided
+    x_in = scheduler.scale_model_input(x_in, t)
+    eps = unet(x_in, t, encoder_hidden_states=conditioning.batch(), return_dict=False)[0]
+    if not guided:
+        return eps
+    eps_uncond, eps_cond = eps.chunk(2)
+    return guide(eps_uncond, eps_cond, conditioning.guidance_scale)
+
+
+def denoise(
+    unet,
+    scheduler,
+    latents,
+    conditioning: Conditioning,
+    timesteps,
+    step_kwargs: dict | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+):
+    """Run the reverse process over `timesteps` from `latents` (already scaled to the first sigma)."""
+    step_kwargs = step_kwargs or {}
+    total = len(timesteps)
+    with torch.no_grad():
+        for index, t in enumerate(timesteps):
+            eps = predict_noise(unet, scheduler, latents, t, conditioning)
+            latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+            if on_step is not None:
+                on_step(StepInfo(index, total, int(t), latents, scheduler))
+    return latents
+
+
+def normalized_latents(info: StepInfo):
+    """x_t rescaled to unit variance for viewing: sigma-based schedulers keep x_t at scale sqrt(1+sigma^2)."""
+    sigmas = getattr(info.scheduler, "sigmas", None)
+    step_index = getattr(info.scheduler, "step_index", None)
+    if sigmas is None or step_index is None or step_index >= len(sigmas):
+        return info.latents
+    sigma = float(sigmas[step_index])
+    return info.latents / (sigma**2 + 1) ** 0.5

@@ -1,0 +1,73 @@
+"""Scheduler registry: our short names -> diffusers scheduler classes, built from the model's config.
+
+Each run gets a fresh scheduler because schedulers carry per-run step state.
+The A1111 names are what the `parameters` PNG chunk records ("Sampler: Euler a").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ldm_cli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    name: str
+    class_name: str
+    a1111_name: str
+    description: str
+    overrides: dict = field(default_factory=dict)
+    stochastic: bool = False  # its step() draws fresh noise, so it must get the run's generator
+
+
+_SPECS = [
+    SchedulerSpec("ddpm", "DDPMScheduler", "DDPM", "ancestral DDPM (Ho et al. 2020); needs many steps", stochastic=True),
+    SchedulerSpec("ddim", "DDIMScheduler", "DDIM", "deterministic DDIM (Song et al. 2021)"),
+    SchedulerSpec("pndm", "PNDMScheduler", "PLMS", "pseudo linear multistep; SD1's own default"),
+    SchedulerSpec("lms", "LMSDiscreteScheduler", "LMS", "linear multistep on k-diffusion sigmas"),
+    SchedulerSpec("euler", "EulerDiscreteScheduler", "Euler", "Euler on k-diffusion sigmas (Karras et al. 2022)"),
+    SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", "Euler a", "ancestral Euler; adds fresh noise each step", stochastic=True),
+    SchedulerSpec("heun", "HeunDiscreteScheduler", "Heun", "2nd-order Heun; two UNet calls per step"),
+    SchedulerSpec("dpm2", "KDPM2DiscreteScheduler", "DPM2", "DPM-Solver-2 on k-diffusion sigmas"),
+    SchedulerSpec("dpm2-a", "KDPM2AncestralDiscreteScheduler", "DPM2 a", "ancestral DPM2", stochastic=True),
+    SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", "DPM-Solver++ 2M (Lu et al. 2022); good at 20-30 steps"),
+    SchedulerSpec(
+        "dpm++2m-karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras", "DPM++ 2M with Karras sigmas",
+        {"use_karras_sigmas": True},
+    ),
+    SchedulerSpec(
+        "dpm++2m-sde", "DPMSolverMultistepScheduler", "DPM++ 2M SDE", "stochastic DPM++ 2M",
+        {"algorithm_type": "sde-dpmsolver++"}, stochastic=True,
+    ),
+    SchedulerSpec("dpm++sde", "DPMSolverSinglestepScheduler", "DPM++ SDE", "single-step DPM-Solver++"),
+    SchedulerSpec("unipc", "UniPCMultistepScheduler", "UniPC", "UniPC predictor-corrector (Zhao et al. 2023)"),
+]
+
+SCHEDULERS: dict[str, SchedulerSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def spec_for(name: str) -> SchedulerSpec:
+    try:
+        return SCHEDULERS[name]
+    except KeyError:
+        raise UsageError(
+            f"--scheduler {name!r} is not known; choose one of {', '.join(SCHEDULERS)} (see `ldm schedulers`)"
+        ) from None
+
+
+def name_for_class(class_name: str) -> str:
+    """The short name of a model's own scheduler class (first match), used as the default."""
+    for spec in _SPECS:
+        if spec.class_name == class_name and not spec.overrides:
+            return spec.name
+    return "pndm"
+
+
+def build_scheduler(name: str, model_scheduler_config: dict):
+    """A fresh scheduler of the named kind, configured from the model's own scheduler config."""
+    import diffusers
+
+    spec = spec_for(name)
+    cls = getattr(diffusers, spec.class_name)
+    return cls.from_config(dict(model_scheduler_config), **spec.overrides)

@@ -1,0 +1,1 @@
+"""Training: the diffusion objective, data, loops and checkpoints."""
