@@ -164,14 +164,15 @@ def _load_folder(source: ModelSource, dtype, allow_pickle: bool) -> Components:
     folder = source.path
     check_folder_layout(folder)
     weight_files = {c: _weight_files(folder / c, allow_pickle) for c in WEIGHT_COMPONENTS}
-    use_safetensors = all(f.suffix == ".safetensors" for files in weight_files.values() for f in files)
+    # Per component: safetensors when it has them; pickle only where the user allowed it.
+    safe = {c: all(f.suffix == ".safetensors" for f in files) for c, files in weight_files.items()}
     loaders = {
         "text_encoder": lambda: CLIPTextModel.from_pretrained(
-            folder, subfolder="text_encoder", dtype=dtype, use_safetensors=use_safetensors
+            folder, subfolder="text_encoder", dtype=dtype, use_safetensors=safe["text_encoder"]
         ),
-        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", dtype=dtype, use_safetensors=use_safetensors),
+        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", dtype=dtype, use_safetensors=safe["vae"]),
         "unet": lambda: UNet2DConditionModel.from_pretrained(
-            folder, subfolder="unet", dtype=dtype, use_safetensors=use_safetensors
+            folder, subfolder="unet", dtype=dtype, use_safetensors=safe["unet"]
         ),
     }
     models = {name: _guarded_load(name, folder / name, load) for name, load in loaders.items()}
@@ -197,6 +198,7 @@ def _load_single_file(source: ModelSource, dtype, allow_pickle: bool, config_dir
             str(path), config=str(config_dir), local_files_only=True, dtype=dtype,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         ),
+        hint=f"re-download it, or pass --config with its component configs (used: {config_dir})",
     )
     return Components(
         source=source,
@@ -276,7 +278,7 @@ def _safetensors_keys(path: Path) -> list[str]:
         raise ModelError(f"{path} is truncated or corrupt ({_short(exc)}); re-download it") from None
 
 
-def _guarded_load(component: str, where: Path, load):
+def _guarded_load(component: str, where: Path, load, hint: str = "re-download it"):
     """Run a loader and turn library errors about bad files into one actionable line."""
     try:
         return load()
@@ -285,7 +287,7 @@ def _guarded_load(component: str, where: Path, load):
     except Exception as exc:  # diffusers/transformers/safetensors raise many types for bad files
         raise ModelError(
             f"could not load {component} from {where}: {_short(exc)}; the file may be truncated, corrupt or "
-            "for another architecture — re-download it"
+            f"for another architecture — {hint}"
         ) from None
 
 
