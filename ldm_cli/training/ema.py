@@ -1,0 +1,33 @@
+"""Exponential moving average of the trained weights (exported for full fine-tuning).
+
+The decay warms up as min(decay, (1 + n) / (10 + n)) so short runs are not stuck at the start.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class EMA:
+    def __init__(self, params: dict[str, torch.Tensor], decay: float):
+        self.decay = decay
+        self.shadow = {name: p.detach().clone().float() for name, p in params.items()}
+
+    def decay_at(self, step: int) -> float:
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, params: dict[str, torch.Tensor], step: int) -> None:
+        weight = 1 - self.decay_at(step)
+        for name, p in params.items():
+            self.shadow[name].lerp_(p.detach().float(), weight)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) - set(state)
+        if missing:
+            raise KeyError(f"EMA state lacks {len(missing)} weights, e.g. {sorted(missing)[0]}")
+        for name in self.shadow:
+            self.shadow[name].copy_(state[name])

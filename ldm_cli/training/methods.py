@@ -1,0 +1,92 @@
+"""What gets trained (LoRA adapters via peft, or the whole UNet) and how it is exported.
+
+LoRA (Hu et al. 2021) adds W + (alpha/r) B A to the attention projections; B starts at zero, so
+step 0 is exactly the base model. The exported file has B pre-multiplied by alpha/r, so every
+loader (diffusers' load_lora_weights assumes alpha = r) applies it at the trained strength.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def add_lora(model, rank: int, alpha: float, targets: list[str]) -> None:
+    from peft import LoraConfig
+
+    model.requires_grad_(False)
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def lora_state(unet, text_encoder, rank: int, alpha: float, kohya: bool) -> dict[str, torch.Tensor]:
+    """The adapters as a LoRA file's tensors, in diffusers/peft or kohya key format."""
+    from peft import get_peft_model_state_dict
+
+    parts = [("unet", unet)] + ([("text_encoder", text_encoder)] if text_encoder is not None else [])
+    out = {}
+    for prefix, model in parts:
+        for key, value in get_peft_model_state_dict(model).items():
+            module, kind = key.rsplit(".lora_", 1)  # "down_blocks.0....to_q", "A.weight"
+            value = value.detach().float().cpu().contiguous()
+            if kohya:
+                name = ("lora_unet_" if prefix == "unet" else "lora_te_") + module.replace(".", "_")
+                out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
+                out[f"{name}.alpha"] = torch.tensor(float(alpha))
+            else:
+                if kind.startswith("B"):
+                    value = value * (alpha / rank)
+                out[f"{prefix}.{module}.lora_{kind}"] = value
+    return out
+
+
+def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write the LoRA file atomically (temp + rename)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def save_full_model(output: Path, components, unet, text_encoder, unet_weights: dict | None) -> None:
+    """A diffusers folder at `output`; model_index.json is written last, so it marks a complete model."""
+    from ldm_cli.models import SD15_CONFIG_DIR
+
+    staging = output / f".tmp-model-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    if unet_weights is not None:  # the EMA weights replace the live ones in the exported copy
+        live = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+        unet.load_state_dict(unet_weights, strict=False)
+    try:
+        unet.save_pretrained(staging / "unet")
+    finally:
+        if unet_weights is not None:
+            unet.load_state_dict(live)
+    text_encoder.save_pretrained(staging / "text_encoder")
+    components.vae.save_pretrained(staging / "vae")
+    components.tokenizer.save_pretrained(staging / "tokenizer")
+    (staging / "scheduler").mkdir()
+    (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(components.scheduler_config, indent=2))
+    (output / "model_index.json").unlink(missing_ok=True)
+    for name in ("unet", "text_encoder", "vae", "tokenizer", "scheduler"):
+        if (output / name).exists():
+            shutil.rmtree(output / name)
+        os.replace(staging / name, output / name)
+    shutil.copy(SD15_CONFIG_DIR / "model_index.json", staging / "model_index.json")
+    os.replace(staging / "model_index.json", output / "model_index.json")
+    shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,435 @@
+"""`ldm finetune`: one linear training loop, in sections.
+
+    python -m ldm_cli finetune data/ --model demo -o runs/shapes --max-steps 500
+    accelerate launch --num_processes 2 -m ldm_cli finetune data/ -o runs/shapes
+
+ 1. accelerator, model, data report            4. resume (weights, optimizer, RNG, step, data position)
+ 2. inputs: cached latents and caption embeddings  5. loop: DDPM Algorithm 1, checkpoints, validation
+ 3. what trains (LoRA or full + EMA), optimizer    6. export: LoRA file or diffusers folder + run.json
+
+The learning rate is a pure function of the step and the data order a pure function of
+(seed, batch number), so a checkpoint needs only the step and the RNG states to continue exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ldm_cli.errors import INTERRUPT_EXIT, LdmError, UsageError
+from ldm_cli.training import checkpoints as ckpt
+from ldm_cli.training.settings import DEFAULT_MAX_STEPS, FinetuneSettings
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built once by `setup`."""
+
+    settings: FinetuneSettings
+    accelerator: object
+    components: object
+    report: object
+    scheduler: object
+    latents: object
+    captions: object
+    plan: object
+    unet: object
+    text_encoder: object
+    params: dict  # "unet.<name>" / "text_encoder.<name>" -> trainable parameter
+    optimizer: object
+    ema: object
+    generator: torch.Generator
+    max_steps: int
+    step: int = 0
+    batch_number: int = 0  # batches consumed per process: the position in the data
+    last_loss: float = math.nan
+    last_checkpoint: Path | None = None
+    stop_signal: list = field(default_factory=list)
+
+
+def train(settings: FinetuneSettings) -> int:
+    run = setup(settings)
+    try:
+        resume(run)
+        interrupted = loop(run)
+    finally:
+        _restore_signals()
+    if interrupted:
+        run.accelerator.wait_for_everyone()
+        say(run, f"stopped by {interrupted} at step {run.step}; checkpoint {run.last_checkpoint}; "
+                 f"continue with: ldm finetune {settings.data} -o {settings.output} --resume latest")
+        return INTERRUPT_EXIT
+    export(run)
+    return 0
+
+
+# 1-3. set-up ---------------------------------------------------------------------------------
+
+
+def setup(s: FinetuneSettings) -> Run:
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+
+    from ldm_cli.hashing import cache_dir
+    from ldm_cli.provenance import component_hashes
+    from ldm_cli.training.batches import BatchPlan
+    from ldm_cli.training.cache import TensorCache
+    from ldm_cli.training.inputs import Captions, Latents
+    from ldm_cli.training.report import scan_data
+
+    accelerator = Accelerator(mixed_precision=s.mixed_precision)
+    if s.mixed_precision == "fp16" and accelerator.device.type != "cuda":
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
+    components = _load_model(s, accelerator)
+    resolution = s.resolution or components.native_size
+    printer = (lambda line: print(line, file=sys.stderr, flush=True)) if accelerator.is_main_process else None
+    report = scan_data(s, resolution, components.tokenizer, printer)
+    if accelerator.is_main_process:
+        _write_run_files(s, report, components, resolution)
+    hashes = component_hashes(components)
+    cache = TensorCache(cache_dir() / "finetune")
+    latents = Latents(report.items, components.vae, hashes.get("vae") or hashes.get("checkpoint", "?"), s.crop, s.flip, cache)
+    captions = Captions(components.tokenizer, components.text_encoder, hashes.get("text_encoder") or hashes.get("checkpoint", "?"),
+                        s.train_text_encoder, cache)
+    with accelerator.main_process_first():  # the main process fills the disk cache, the others read it
+        _precompute(accelerator, latents, captions, report)
+    unet, text_encoder, params, ema = _trainable(s, components, accelerator)
+    optimizer = torch.optim.AdamW(list(params.values()), lr=s.learning_rate, weight_decay=1e-2)
+    plan = BatchPlan(report.items, s.batch_size, s.seed)
+    max_steps = _max_steps(s, plan.per_epoch, accelerator.num_processes)
+    unet, text_encoder, optimizer = _prepare(accelerator, s, unet, text_encoder, optimizer)
+    generator = torch.Generator().manual_seed(s.seed * 7919 + accelerator.process_index)
+    run = Run(s, accelerator, components, report, DDPMScheduler.from_config(components.scheduler_config), latents, captions,
+              plan, unet, text_encoder, params, optimizer, ema, generator, max_steps)
+    _install_signals(run)
+    return run
+
+
+def _load_model(s: FinetuneSettings, accelerator):
+    from ldm_cli.models import load_components, resolve_source
+
+    m = s.model
+    source = resolve_source(m.model, m.revision)
+    say_main(accelerator, f"loading {source.spec} on {accelerator.device} (training in fp32"
+             + (f", {s.mixed_precision} autocast)" if s.mixed_precision != "no" else ")"))
+    return load_components(source, accelerator.device, torch.float32, offline=m.offline,
+                           allow_pickle=m.allow_pickle, single_file_config=m.config)
+
+
+def _precompute(accelerator, latents, captions, report) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(report.items), desc="caching latents", unit="img", file=sys.stderr, leave=False,
+               disable=not accelerator.is_main_process or latents.crop != "center")
+    latents.precompute(lambda: bar.update(1))
+    bar.close()
+    captions.precompute(item.caption for item in report.items)
+
+
+def _trainable(s: FinetuneSettings, components, accelerator):
+    """Freeze what does not train; add LoRA adapters or unfreeze the UNet. Returns models, params, EMA."""
+    from ldm_cli.training.ema import EMA
+    from ldm_cli.training.methods import TEXT_TARGETS, UNET_TARGETS, add_lora, trainable_parameters
+
+    unet, text_encoder = components.unet, components.text_encoder
+    components.vae.requires_grad_(False)
+    torch.manual_seed(s.seed)  # adapter initialisation is part of the run's seed
+    if s.method == "lora":
+        add_lora(unet, s.rank, s.lora_alpha, UNET_TARGETS)
+        if s.train_text_encoder:
+            add_lora(text_encoder, s.rank, s.lora_alpha, TEXT_TARGETS)
+    else:
+        unet.requires_grad_(True)
+        text_encoder.requires_grad_(s.train_text_encoder)
+    if s.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if s.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    unet.train()
+    text_encoder.train(s.train_text_encoder)
+    params = {f"unet.{k}": v for k, v in trainable_parameters(unet).items()}
+    params.update({f"text_encoder.{k}": v for k, v in trainable_parameters(text_encoder).items()})
+    ema = EMA(params, s.ema_decay) if s.method == "full" and s.ema else None
+    count = sum(p.numel() for p in params.values())
+    say_main(accelerator, f"training {count:,} parameters ({s.method}"
+             + (f", rank {s.rank}, alpha {s.lora_alpha:g}" if s.method == "lora" else "")
+             + (", with the text encoder" if s.train_text_encoder else "") + ")")
+    return unet, text_encoder, params, ema
+
+
+def _prepare(accelerator, s: FinetuneSettings, unet, text_encoder, optimizer):
+    if s.train_text_encoder:
+        return accelerator.prepare(unet, text_encoder, optimizer)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    return unet, text_encoder, optimizer
+
+
+def _max_steps(s: FinetuneSettings, batches_per_epoch: int, processes: int) -> int:
+    per_step = processes * s.grad_accum
+    from_epochs = max(1, math.ceil(s.epochs * batches_per_epoch / per_step)) if s.epochs else None
+    if s.max_steps is not None and from_epochs is not None:
+        return min(s.max_steps, from_epochs)
+    return s.max_steps or from_epochs or DEFAULT_MAX_STEPS
+
+
+def lr_at(s: FinetuneSettings, step: int, max_steps: int) -> float:
+    """Linear warm-up, then constant or cosine decay to zero."""
+    if s.lr_warmup and step < s.lr_warmup:
+        return s.learning_rate * (step + 1) / s.lr_warmup
+    if s.lr_schedule == "cosine":
+        progress = (step - s.lr_warmup) / max(1, max_steps - s.lr_warmup)
+        return s.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return s.learning_rate
+
+
+# 4. resume ------------------------------------------------------------------------------------
+
+
+def resume(run: Run) -> None:
+    s = run.settings
+    if s.resume is None:
+        return
+    folder = ckpt.latest_checkpoint(s.output) if s.resume == "latest" else Path(s.resume)
+    if folder is None:
+        say(run, f"--resume latest: no complete checkpoint in {ckpt.checkpoints_dir(s.output)}; starting at step 0")
+        return
+    state, tensors, objects = ckpt.load_checkpoint(folder)
+    _check_compatible(state, s, folder)
+    with torch.no_grad():
+        for name, p in run.params.items():
+            if name not in tensors["trainable"]:
+                raise LdmError(f"checkpoint {folder} lacks the weight {name}; it was made by another kind of run")
+            p.copy_(tensors["trainable"][name])
+    if run.ema is not None:
+        run.ema.load_state_dict(tensors["ema"])
+    run.optimizer.load_state_dict(objects["optimizer"]["optimizer"])
+    if run.accelerator.scaler is not None and objects["optimizer"].get("scaler"):
+        run.accelerator.scaler.load_state_dict(objects["optimizer"]["scaler"])
+    rank = run.accelerator.process_index
+    if state["processes"] == run.accelerator.num_processes:
+        run.generator.set_state(tensors["rng"][f"generator.{rank}"].clone())
+        torch.set_rng_state(tensors["rng"][f"torch.{rank}"].clone())
+    else:
+        say(run, f"warning: the checkpoint was made with {state['processes']} processes, this run has "
+                 f"{run.accelerator.num_processes}; the data order and noise continue differently")
+    run.step, run.batch_number, run.last_checkpoint = state["step"], state["batch_number"], folder
+    run.last_loss = state.get("loss", math.nan)
+    say(run, f"resumed from {folder} at step {run.step}")
+
+
+def _check_compatible(state: dict, s: FinetuneSettings, folder: Path) -> None:
+    saved = state["settings"]
+    for key, flag in (("method", "--method"), ("rank", "--rank"), ("train_text_encoder", "--train-text-encoder")):
+        if saved.get(key) != getattr(s, key):
+            raise UsageError(f"--resume {folder}: it was trained with {flag} {saved.get(key)}, this run has "
+                             f"{getattr(s, key)}; use the same {flag} or start a new --output")
+
+
+# 5. the loop ----------------------------------------------------------------------------------
+
+
+def loop(run: Run) -> str | None:
+    """Train until max_steps; returns the signal name if interrupted (after saving a checkpoint)."""
+    from tqdm import tqdm
+
+    from ldm_cli.training.logs import TrainLog
+
+    s, acc = run.settings, run.accelerator
+    log = TrainLog(s.output, run.step) if acc.is_main_process else None
+    bar = tqdm(total=run.max_steps, initial=run.step, desc="finetune", unit="step", file=sys.stderr,
+               dynamic_ncols=True, disable=not acc.is_main_process)
+    images_per_step = s.batch_size * s.grad_accum * acc.num_processes
+    started, start_step = time.perf_counter(), run.step
+    try:
+        while run.step < run.max_steps:
+            step_started = time.perf_counter()
+            loss, stop = train_step(run)
+            run.last_loss = loss
+            rate = images_per_step / max(time.perf_counter() - step_started, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_at(s, run.step - 1, run.max_steps):.2e}", img_s=f"{rate:.1f}")
+            if log is not None:
+                log.write({"step": run.step, "epoch": run.plan.batch(run.batch_number * acc.num_processes)[0], "loss": loss,
+                           "lr": lr_at(s, run.step - 1, run.max_steps), "images_per_s": round(rate, 3),
+                           "elapsed_s": round(time.perf_counter() - started, 3)})
+            if stop or run.step % s.checkpoint_every == 0 or run.step == run.max_steps:
+                save(run)
+            if stop:
+                return stop
+            if s.validate_every and run.step % s.validate_every == 0 and run.step < run.max_steps:
+                validate(run)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    say(run, f"trained {run.step - start_step} steps in {time.perf_counter() - started:.1f} s; final loss {run.last_loss:.4f}")
+    return None
+
+
+def train_step(run: Run) -> tuple[float, str | None]:
+    """One optimizer step over grad_accum batches (DDPM Algorithm 1); returns mean loss and a stop signal."""
+    from ldm_cli.training.objective import diffusion_loss
+
+    s, acc = run.settings, run.accelerator
+    models = [run.unet] + ([run.text_encoder] if s.train_text_encoder else [])
+    total = torch.zeros((), device=acc.device)
+    for k in range(s.grad_accum):
+        _, indices = run.plan.batch(run.batch_number * acc.num_processes + acc.process_index)
+        run.batch_number += 1
+        latents = run.latents.batch(indices, run.generator, acc.device)  # [B, 4, h, w]
+        drop = (torch.rand(len(indices), generator=run.generator) < run.settings.dropout).tolist()
+        captions = ["" if d else run.report.items[i].caption for i, d in zip(indices, drop)]
+        with contextlib.ExitStack() as stack:
+            if k < s.grad_accum - 1:  # gradients are all-reduced only on the last batch of the step
+                for model in models:
+                    stack.enter_context(acc.no_sync(model))
+            embeddings = run.captions.batch(captions, acc.device)  # [B, 77, D]
+            loss = diffusion_loss(run.unet, run.scheduler, latents, embeddings, run.generator, s.snr_gamma, s.noise_offset)
+            acc.backward(loss / s.grad_accum)
+        total += loss.detach().float() / s.grad_accum
+    flags = acc.reduce(torch.stack([total, torch.tensor(float(bool(run.stop_signal)), device=acc.device)]), "sum")
+    loss_value = flags[0].item() / acc.num_processes
+    if not math.isfinite(loss_value):
+        raise LdmError(
+            f"the loss became {loss_value} at step {run.step + 1}; stopped without saving. The last good checkpoint is "
+            f"{run.last_checkpoint or 'none (no checkpoint yet)'}; lower --lr or use --mixed-precision no, then --resume latest"
+        )
+    if s.max_grad_norm:
+        acc.clip_grad_norm_(list(run.params.values()), s.max_grad_norm)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(s, run.step, run.max_steps)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    if run.ema is not None:
+        run.ema.update(run.params, run.step)
+    stop = (run.stop_signal[0] if run.stop_signal else "a signal on another process") if flags[1].item() > 0 else None
+    return loss_value, stop
+
+
+def save(run: Run) -> None:
+    """Every process hands in its RNG state; the main process writes the checkpoint."""
+    acc, s = run.accelerator, run.settings
+    rng = {}
+    for name, state in (("generator", run.generator.get_state()), ("torch", torch.get_rng_state())):
+        gathered = acc.gather(state[None].to(acc.device)).cpu()  # [processes, N]
+        rng.update({f"{name}.{r}": gathered[r].clone() for r in range(gathered.shape[0])})
+    if acc.is_main_process:
+        tensors = {"trainable": {k: v.detach() for k, v in run.params.items()}, "rng": rng}
+        if run.ema is not None:
+            tensors["ema"] = run.ema.state_dict()
+        optimizer = {"optimizer": run.optimizer.state_dict(),
+                     "scaler": acc.scaler.state_dict() if acc.scaler is not None else None}
+        state = {"step": run.step, "batch_number": run.batch_number, "loss": run.last_loss,
+                 "processes": acc.num_processes, "settings": s.to_record()}
+        run.last_checkpoint = ckpt.save_checkpoint(s.output, run.step, tensors, {"optimizer": optimizer}, state, s.keep)
+    else:
+        run.last_checkpoint = ckpt.checkpoints_dir(s.output) / f"checkpoint-{run.step:06d}"
+    acc.wait_for_everyone()
+
+
+def validate(run: Run) -> Path | None:
+    s, acc = run.settings, run.accelerator
+    path = None
+    if s.validation_prompts and acc.is_main_process:
+        from ldm_cli.training.validation import render_grid
+
+        with acc.autocast():
+            path = render_grid(run.components, acc.unwrap_model(run.unet), acc.unwrap_model(run.text_encoder),
+                               s.validation_prompts, s.seed, s.validation_steps, run.step, s.output)
+        say(run, f"validation images: {path}")
+    acc.wait_for_everyone()
+    return path
+
+
+# 6. export ------------------------------------------------------------------------------------
+
+
+def export(run: Run) -> None:
+    s, acc = run.settings, run.accelerator
+    grid = validate(run)
+    if acc.is_main_process:
+        from ldm_cli.training.methods import lora_state, save_full_model, save_lora
+
+        unet, text_encoder = acc.unwrap_model(run.unet), acc.unwrap_model(run.text_encoder)
+        if s.method == "lora":
+            tensors = lora_state(unet, text_encoder if s.train_text_encoder else None, s.rank, s.lora_alpha, s.lora_format == "kohya")
+            metadata = {"ldm.format": s.lora_format, "ldm.base_model": run.components.source.spec,
+                        "ss_network_dim": str(s.rank), "ss_network_alpha": str(s.lora_alpha), "ldm.steps": str(run.step)}
+            result = save_lora(lora_path(s), tensors, metadata)
+        else:
+            ema = None
+            if run.ema is not None:
+                ema = {k[len("unet."):]: v for k, v in run.ema.state_dict().items() if k.startswith("unet.")}
+            save_full_model(s.output, run.components, unet, text_encoder, ema)
+            result = s.output
+        _finish_run_file(s, run, result, grid)
+        say(run, f"saved {result}")
+    acc.wait_for_everyone()
+
+
+def lora_path(s: FinetuneSettings) -> Path:
+    return s.output / f"{s.output.resolve().name}.safetensors"
+
+
+def _write_run_files(s: FinetuneSettings, report, components, resolution: int) -> None:
+    s.output.mkdir(parents=True, exist_ok=True)
+    (s.output / "data-report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    record = {"status": "running", "command": "ldm finetune", "settings": s.to_record(), "resolution": resolution,
+              "model": {"spec": components.source.spec, "kind": components.source.kind}, "data": report.to_dict()}
+    _write_json(s.output / "run.json", record)
+
+
+def _finish_run_file(s: FinetuneSettings, run: Run, result: Path, grid: Path | None) -> None:
+    record = json.loads((s.output / "run.json").read_text())
+    record.update(status="finished", steps=run.step, final_loss=run.last_loss, output=str(result),
+                  validation_grid=str(grid) if grid else None, settings=s.to_record())
+    _write_json(s.output / "run.json", record)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+
+
+# signals and messages --------------------------------------------------------------------------
+
+_PREVIOUS: dict = {}
+
+
+def _install_signals(run: Run) -> None:
+    """First Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit. A second one stops at once."""
+
+    def handler(signum, frame):
+        if run.stop_signal:
+            raise KeyboardInterrupt
+        run.stop_signal.append(signal.Signals(signum).name)
+        print(f"\nldm: {signal.Signals(signum).name} received; saving a checkpoint after this step "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        _PREVIOUS[sig] = signal.signal(sig, handler)
+
+
+def _restore_signals() -> None:
+    while _PREVIOUS:
+        sig, previous = _PREVIOUS.popitem()
+        signal.signal(sig, previous)
+
+
+def say(run: Run, message: str) -> None:
+    say_main(run.accelerator, message)
+
+
+def say_main(accelerator, message: str) -> None:
+    if accelerator.is_main_process:
+        print(message, file=sys.stderr, flush=True)
