@@ -11,7 +11,6 @@ import sys
 import typer
 
 from ldm_cli.commands import finetune, generate, info
-from ldm_cli.commands import encode as encode_commands
 from ldm_cli.errors import USAGE_EXIT, report
 
 app = typer.Typer(
@@ -26,7 +25,6 @@ app = typer.Typer(
 generate.register(app)
 info.register(app)
 finetune.register(app)
-encode_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
