@@ -40,6 +40,7 @@ class GenerateSettings:
     save_intermediates: bool = False
     every: int = 1
     intermediates_mode: str = "preview"
+    loras: tuple[str, ...] = ()  # "FILE:SCALE" each, applied in order after loading
     json_output: bool = False
     model: ModelSettings = field(default_factory=ModelSettings)
 

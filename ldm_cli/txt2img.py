@@ -34,6 +34,10 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
     components = load_components(
         source, device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
     )
+    if settings.loras:  # merged into the weights after loading, in the order given
+        from ldm_cli.lora import apply_loras, parse_lora_arg
+
+        apply_loras(components.unet, components.text_encoder, [parse_lora_arg(v) for v in settings.loras])
     return components, device, dtype, time.perf_counter() - started
 
 
@@ -126,6 +130,8 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     result = summary.pop("result")
     recorder = summary.pop("recorder")
     resolved = {**asdict(plan), "num_images": settings.num_images}
+    if settings.loras:
+        resolved["loras"] = list(settings.loras)
     record = build_record(
         prompt=result.prompt, seed=result.seed, settings=resolved, components=components, hashes=hashes,
         device=device, dtype=dtype_name(dtype), timings=summary["timings"],

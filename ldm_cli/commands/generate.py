@@ -71,6 +71,9 @@ def generate(
     config: ConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    lora: Annotated[
+        Optional[list[str]], typer.Option("--lora", help="LoRA .safetensors to apply, FILE or FILE:SCALE; repeatable.")
+    ] = None,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from ldm_cli.config import GenerateSettings, ModelSettings, validate_generate
 from ldm_cli.devices import DTYPE_CHOICES
 from ldm_cli.errors import InputFileError, UsageError
+from ldm_cli.lora import parse_lora_arg
 from ldm_cli.schedulers import SCHEDULERS
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
@@ -35,6 +36,7 @@ def build_settings(args: dict) -> GenerateSettings:
         scheduler=values.get("scheduler"),
         num_images=values["num_images"],
         out=args["out"],
+        loras=tuple(str(parse_lora_arg(v)) for v in args.get("lora") or ()),
         save_intermediates=args["save_intermediates"],
         every=args["every"],
         intermediates_mode=args["intermediates"],
