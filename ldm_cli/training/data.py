@@ -49,6 +49,7 @@ class DataReport:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (relative path, why it is left out)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (relative path, what to know)
     caption_sources: Counter = field(default_factory=Counter)
+    images_found: int = 0
 
     @property
     def aspect_spread(self) -> dict[str, int]:
@@ -59,7 +60,7 @@ class DataReport:
         return {
             "root": str(self.root),
             "resolution": self.resolution,
-            "images_found": len(self.items) + len(self.bad),
+            "images_found": self.images_found,
             "images_used": len(self.items),
             "samples_per_epoch": sum(item.repeats for item in self.items),
             "left_out": [{"path": p, "why": w} for p, w in self.bad],
@@ -92,6 +93,7 @@ def scan(root: Path, resolution: int, use_buckets: bool = True, tokenizer=None, 
     captions = _metadata_captions(root, report, skip)
     seen: dict[str, str] = {}
     images = _image_files(root, skip)
+    report.images_found = len(images)
     listed = {p.resolve() for p in images}
     for missing in sorted(set(captions) - listed):
         report.bad.append((_relative(missing, root), f"listed in {METADATA_FILE} but there is no such image file"))
