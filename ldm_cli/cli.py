@@ -11,7 +11,8 @@ import sys
 import typer
 
 from ldm_cli.commands import finetune, generate, info
-from ldm_cli.errors import USAGE_EXIT, report
+from ldm_cli.commands import encode as encode_commands
+from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, report
 
 app = typer.Typer(
     name="ldm",
@@ -25,6 +26,7 @@ app = typer.Typer(
 generate.register(app)
 info.register(app)
 finetune.register(app)
+encode_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, SystemExit):
             raise
         sys.exit(report(exc))
+    if result == INTERRUPT_EXIT:  # Typer turns Ctrl-C inside a command into Exit(130)
+        sys.exit(report(KeyboardInterrupt()))
     sys.exit(result if isinstance(result, int) else 0)
 
 
