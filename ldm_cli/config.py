@@ -11,6 +11,7 @@ from ldm_cli.errors import UsageError
 
 MAX_SEED = 2**64 - 1
 MIN_SIZE, MAX_SIZE = 64, 2048
+DEFAULT_STRENGTH = 0.75  # img2img
 PREVIEW_MODES = ("preview", "exact")
 
 
@@ -43,10 +44,16 @@ class GenerateSettings:
     loras: tuple[str, ...] = ()  # "FILE:SCALE" each, applied in order after loading
     json_output: bool = False
     model: ModelSettings = field(default_factory=ModelSettings)
+    init_image: Path | None = None  # img2img: start from this picture ...
+    init_latents: Path | None = None  # ... or from these latents (ldm encode)
+    strength: float | None = None  # img2img: None -> 0.75
+    resize: str | None = None  # how --init-image reaches --height/--width; None -> crop
 
     def to_record(self) -> dict:
         record = asdict(self)
         record["out"] = str(self.out) if self.out else None
+        for key in ("init_image", "init_latents"):
+            record[key] = str(record[key]) if record[key] else None
         record["model"]["config"] = str(self.model.config) if self.model.config else None
         return record
 
@@ -76,7 +83,49 @@ def validate_generate(s: GenerateSettings) -> None:
     _check_range("--every", s.every, 1, 1000)
     if s.intermediates_mode not in PREVIEW_MODES:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
+    _validate_img2img(s)
     check_writable_output(s.out)
+
+
+def kept_steps(steps: int, strength: float) -> tuple[int, int]:
+    """img2img (t_start, steps run), as diffusers' get_timesteps, before t_start * scheduler.order."""
+    init_timestep = min(int(steps * strength), steps)
+    t_start = max(steps - init_timestep, 0)
+    return t_start, steps - t_start
+
+
+def check_strength(strength: float, steps: int) -> None:
+    """--strength must be in (0, 1] and leave at least one denoising step."""
+    if not (0 < strength <= 1):  # also false for NaN
+        raise UsageError(f"--strength {strength}: must be above 0 and at most 1 (0.75 is typical; 1 keeps little of the image)")
+    if kept_steps(steps, strength)[1] < 1:
+        raise UsageError(
+            f"--strength {strength} with --steps {steps} runs no denoising step (int(steps x strength) = 0); "
+            "raise --strength or --steps"
+        )
+
+
+def _validate_img2img(s: GenerateSettings) -> None:
+    from ldm_cli.image_io import SizePolicy
+
+    if s.init_image is not None and s.init_latents is not None:
+        raise UsageError("pass either --init-image or --init-latents, not both")
+    init = s.init_image if s.init_image is not None else s.init_latents
+    if init is None:
+        if s.strength is not None:
+            raise UsageError(f"--strength {s.strength}: only used with --init-image or --init-latents")
+        if s.resize is not None:
+            raise UsageError(f"--resize {s.resize}: only used with --init-image")
+        return
+    flag = "--init-image" if s.init_image is not None else "--init-latents"
+    if not init.exists():
+        raise UsageError(f"{flag} {init}: no such file")
+    if init.is_dir():
+        raise UsageError(f"{flag} {init}: is a folder; pass one file")
+    if s.resize is not None and s.init_latents is not None:
+        raise UsageError(f"--resize {s.resize}: only used with --init-image (latents cannot be resized)")
+    SizePolicy(resize=s.resize or "crop").validate()
+    check_strength(DEFAULT_STRENGTH if s.strength is None else s.strength, s.steps)
 
 
 def _check_range(flag: str, value: int, low: int, high: int) -> None:

@@ -9,9 +9,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ldm_cli import img2img
 from ldm_cli.config import GenerateSettings, output_is_folder
 from ldm_cli.devices import dtype_name, resolve_device, resolve_dtype
-from ldm_cli.generation import SamplingPlan, TextToImage
+from ldm_cli.generation import SamplingPlan
 from ldm_cli.images import save_png, slugify
 from ldm_cli.models import Components, load_components, resolve_source
 from ldm_cli.provenance import build_record, component_hashes, png_text
@@ -72,11 +73,12 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
 
 def run(settings: GenerateSettings) -> list[dict]:
     """Generate every requested image; returns one summary dict per image written."""
+    init = img2img.load_init(settings)  # None for text-to-image; the init file is checked before the model loads
     components, device, dtype, load_seconds = load_model(settings)
-    plan = resolve_plan(settings, components)
+    plan = img2img.fit_plan(resolve_plan(settings, components), init)
     warn_truncation(components, settings.prompts + (settings.negative_prompt,))
     hashes = component_hashes(components)
-    text_to_image = TextToImage(components, device, dtype)
+    text_to_image = img2img.make_generator(components, device, dtype, init, hashes.get("vae") or hashes.get("checkpoint"))
     preview_map = None
     if settings.save_intermediates and settings.intermediates_mode == "preview":
         from ldm_cli.latents import fit_preview_map
@@ -90,6 +92,8 @@ def run(settings: GenerateSettings) -> list[dict]:
     for number, (prompt, seed) in enumerate(jobs, start=1):
         summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
         summary["timings"]["model_load_s"] = round(load_seconds, 3)
+        if init is not None:
+            summary["img2img"] = init.record()
         _write_and_report(settings, components, plan, hashes, device, dtype, summary)
         summaries.append(summary)
     return summaries
@@ -135,6 +139,7 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     record = build_record(
         prompt=result.prompt, seed=result.seed, settings=resolved, components=components, hashes=hashes,
         device=device, dtype=dtype_name(dtype), timings=summary["timings"],
+        extra={"img2img": summary["img2img"]} if "img2img" in summary else None,
     )
     path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,

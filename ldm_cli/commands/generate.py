@@ -22,6 +22,8 @@ EXAMPLES = """Examples:
   ldm generate "a lighthouse at dusk" --save-intermediates --every 5
 
   ldm generate --from outputs/a-scarlet-macaw-42.png --steps 30
+
+  ldm generate "a watercolor painting" --init-image photo.jpg --strength 0.6
 """
 
 
@@ -63,6 +65,18 @@ def generate(
     intermediates: Annotated[
         str, typer.Option("--intermediates", help="preview (fast linear latent->RGB map) or exact (VAE decode per step).")
     ] = "preview",
+    init_image: Annotated[
+        Optional[Path], typer.Option("--init-image", help="img2img: start from this picture (SDEdit) instead of noise.")
+    ] = None,
+    init_latents: Annotated[
+        Optional[Path], typer.Option("--init-latents", help="img2img: start from a .latent.safetensors from `ldm encode`.")
+    ] = None,
+    strength: Annotated[
+        Optional[float], typer.Option("--strength", help="img2img: how much to change, 0..1; 1 keeps little [default: 0.75].")
+    ] = None,
+    resize: Annotated[
+        Optional[str], typer.Option("--resize", help="img2img: fit --init-image to --dim/--height/--width by crop, pad or stretch.")
+    ] = None,
     json_output: JsonOpt = False,
     model: ModelOpt = None,
     revision: RevisionOpt = None,

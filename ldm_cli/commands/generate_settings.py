@@ -41,6 +41,10 @@ def build_settings(args: dict) -> GenerateSettings:
         every=args["every"],
         intermediates_mode=args["intermediates"],
         json_output=args["json_output"],
+        init_image=args.get("init_image"),
+        init_latents=args.get("init_latents"),
+        strength=args.get("strength"),
+        resize=args.get("resize"),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -94,6 +98,8 @@ def settings_from_image(path: Path) -> dict:
     except InputFileError as exc:
         raise UsageError(f"--from: {exc}") from None
     record = chunks["ldm"]
+    if record is not None and "prompt" not in record:
+        raise UsageError(f"--from {path}: made by `ldm {record.get('command', '?')}`, not `ldm generate`; it records no prompt")
     if record is not None:
         s = record["settings"]
         return {
