@@ -108,9 +108,14 @@ def locate_hub_snapshot(source: ModelSource, offline: bool, allow_pickle: bool) 
             local_files_only=offline,
         )
     except LocalEntryNotFoundError:
+        if offline:
+            raise ModelError(
+                f"--model {source.spec}: not in the Hugging Face cache and offline mode is on; "
+                "run once without --offline/HF_HUB_OFFLINE, or pass a local folder or .safetensors file"
+            ) from None
         raise ModelError(
-            f"--model {source.spec}: not in the Hugging Face cache and offline mode is on; "
-            "run once without --offline/HF_HUB_OFFLINE, or pass a local folder or .safetensors file"
+            f"--model {source.spec}: the Hugging Face Hub could not be reached and the model is not in the cache; "
+            "check your connection, or pass a local folder or .safetensors file"
         ) from None
     except RevisionNotFoundError:
         raise ModelError(f"--revision {source.revision}: no such revision of {source.spec}") from None
