@@ -1,0 +1,67 @@
+"""The demo model's recipe: every size, step count, learning rate and seed in one place.
+
+`make demo-model` (ldm_cli.demo.build) follows this recipe; changing a number here changes the model.
+Budgeted to finish within 2 hours on a shared 2-core CPU (see README "The demo model").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class VaeRecipe:
+    block_out_channels: tuple[int, ...] = (8, 16, 32, 64)  # 4 blocks -> downsampling factor 8
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 2  # groups of >= 4 channels: a flat colour survives GroupNorm
+    crop: int = 32  # most steps see random crops (the VAE is convolutional) ...
+    crop_batch: int = 16
+    crop_steps: int = 4000
+    full_batch: int = 2  # ... the last steps see whole 128x128 images (GroupNorm statistics)
+    full_steps: int = 300
+    lr: float = 2e-3
+    warmup: int = 50
+    kl_weight: float = 1e-6  # beta of the ELBO: reconstruction + beta * KL(q(z|x) || N(0, I))
+    seed: int = 1
+
+    @property
+    def steps(self) -> int:
+        return self.crop_steps + self.full_steps
+
+
+@dataclass(frozen=True)
+class TextRecipe:
+    hidden_size: int = 64
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+
+
+@dataclass(frozen=True)
+class UnetRecipe:
+    block_out_channels: tuple[int, ...] = (32, 64)  # 16x16 and 8x8 latents, cross-attention at both
+    layers_per_block: int = 1
+    attention_head_dim: int = 4  # diffusers' legacy name: the number of heads
+    norm_num_groups: int = 8
+    batch: int = 16
+    steps: int = 2500
+    lr: float = 1.5e-3
+    warmup: int = 100
+    caption_dropout: float = 0.1  # empty caption -> the unconditional branch of classifier-free guidance
+    seed: int = 2
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    count: int = 12000  # training images
+    data_seed: int = 0
+    vae: VaeRecipe = field(default_factory=VaeRecipe)
+    text: TextRecipe = field(default_factory=TextRecipe)
+    unet: UnetRecipe = field(default_factory=UnetRecipe)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPE = DemoRecipe()

@@ -1,0 +1,148 @@
+"""Train the demo model's text encoder and UNet from scratch on cached latents, resumably.
+
+DDPM's Algorithm 1 through ldm_cli.training.objective.diffusion_loss; the text encoder learns with
+the UNet (gradients flow through the cross-attention). Caption dropout: a fraction of captions
+become "" so the same network also learns the unconditional prediction that classifier-free
+guidance needs (Ho & Salimans 2022). Every step's randomness comes from a generator seeded by
+(seed, step), so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ldm_cli.demo.checkpoints import load_checkpoint, save_checkpoint
+from ldm_cli.demo.recipe import DemoRecipe, TextRecipe, UnetRecipe
+from ldm_cli.demo.train_vae import learning_rate
+from ldm_cli.models import SD15_CONFIG_DIR
+from ldm_cli.training.objective import diffusion_loss
+
+CHECKPOINT = "unet-checkpoint.pt"
+
+
+def build_text_encoder(recipe: TextRecipe):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = json.loads((SD15_CONFIG_DIR / "text_encoder" / "config.json").read_text())
+    config.update(
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_hidden_layers,
+        num_attention_heads=recipe.num_attention_heads,
+        projection_dim=recipe.hidden_size,
+    )
+    return CLIPTextModel(CLIPTextConfig(**config))
+
+
+def build_unet(recipe: UnetRecipe, cross_attention_dim: int, sample_size: int = 16):
+    from diffusers import UNet2DConditionModel
+
+    n = len(recipe.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=recipe.layers_per_block,
+        block_out_channels=recipe.block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=recipe.attention_head_dim,
+        norm_num_groups=recipe.norm_num_groups,
+    )
+
+
+def build_scheduler():
+    """SD1's noise schedule (scaled_linear betas, 1000 steps, epsilon prediction)."""
+    from diffusers import PNDMScheduler
+
+    return PNDMScheduler.from_pretrained(SD15_CONFIG_DIR / "scheduler")
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    """The same tokenization as generation (ldm_cli.text): padded to 77 positions."""
+    return tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+class Trainable(torch.nn.Module):
+    """Text encoder + UNet as one module, so one optimizer and one checkpoint hold both."""
+
+    def __init__(self, text_encoder, unet):
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.unet = unet
+
+
+def train_text_to_image(
+    latents_file: Path,
+    vae_folder: Path,
+    work_dir: Path,
+    out_folder: Path,
+    recipe: DemoRecipe,
+    checkpoint_seconds: float = 180,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train text encoder + UNet on cached (already scaled) latents; write a diffusers folder."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import CLIPTokenizer
+
+    r = recipe.unet
+    latents = load_file(str(latents_file))["latents"]  # [N, 4, 16, 16], times scaling_factor
+    with safe_open(str(latents_file), framework="pt") as f:
+        captions = json.loads(f.metadata()["captions"])
+    tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG_DIR / "tokenizer")
+    ids = tokenize(tokenizer, captions)  # [N, 77]
+    empty = tokenize(tokenizer, [""])[0]
+    torch.manual_seed(r.seed)
+    model = Trainable(build_text_encoder(recipe.text), build_unet(r, recipe.text.hidden_size, latents.shape[-1]))
+    scheduler = build_scheduler()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=0.01)
+    step = load_checkpoint(Path(work_dir) / CHECKPOINT, model, optimizer, log)
+    model.train()
+    last_save, started, running = time.monotonic(), time.monotonic(), None
+    while step < r.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, r.lr, r.warmup, r.steps)
+        generator = torch.Generator().manual_seed(r.seed * 1_000_003 + step)
+        index = torch.randint(0, len(latents), (r.batch,), generator=generator)
+        batch_ids = ids[index].clone()
+        dropped = torch.rand(r.batch, generator=generator) < r.caption_dropout
+        batch_ids[dropped] = empty
+        text = model.text_encoder(batch_ids)[0]  # [B, 77, hidden]
+        loss = diffusion_loss(model.unet, scheduler, latents[index], text, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 25 == 0 or step == r.steps:
+            log(f"unet step {step}/{r.steps} loss {running:.4f} {time.monotonic() - started:.0f}s")
+        if time.monotonic() - last_save > checkpoint_seconds or step == r.steps:
+            save_checkpoint(Path(work_dir) / CHECKPOINT, model, optimizer, step)
+            last_save = time.monotonic()
+    return save_model(model.eval(), scheduler, Path(vae_folder), Path(out_folder))
+
+
+def save_model(model: Trainable, scheduler, vae_folder: Path, folder: Path) -> Path:
+    """Write a diffusers folder: model_index.json + tokenizer/ text_encoder/ vae/ unet/ scheduler/."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.text_encoder.save_pretrained(tmp / "text_encoder")
+    model.unet.save_pretrained(tmp / "unet")
+    shutil.copytree(SD15_CONFIG_DIR / "tokenizer", tmp / "tokenizer")  # the real CLIP BPE files
+    scheduler.save_pretrained(tmp / "scheduler")
+    shutil.copytree(vae_folder, tmp / "vae")
+    shutil.copy(SD15_CONFIG_DIR / "model_index.json", tmp / "model_index.json")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
