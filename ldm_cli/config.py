@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ldm_cli.errors import UsageError
+from ldm_cli.performance import PerformanceSettings
 
 MAX_SEED = 2**64 - 1
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -48,6 +49,8 @@ class GenerateSettings:
     init_latents: Path | None = None  # ... or from these latents (ldm encode)
     strength: float | None = None  # img2img: None -> 0.75
     resize: str | None = None  # how --init-image reaches --height/--width; None -> crop
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)  # --compile, --offload, ...
+    dry_run: bool = False  # print the resolved plan and a memory estimate; load nothing
 
     def to_record(self) -> dict:
         record = asdict(self)

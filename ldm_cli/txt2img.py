@@ -15,6 +15,7 @@ from ldm_cli.devices import dtype_name, resolve_device, resolve_dtype
 from ldm_cli.generation import SamplingPlan
 from ldm_cli.images import save_png, slugify
 from ldm_cli.models import Components, load_components, resolve_source
+from ldm_cli.performance import apply_fast_paths, check_device
 from ldm_cli.provenance import build_record, component_hashes, png_text
 from ldm_cli.schedulers import name_for_class
 from ldm_cli.text import dropped_words
@@ -30,15 +31,17 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
     source = resolve_source(m.model, m.revision)
     device = resolve_device(m.device)
     dtype = resolve_dtype(m.dtype, device)
+    check_device(settings.performance, device)
     started = time.perf_counter()
     say(f"loading {source.spec} on {device} ({dtype_name(dtype)})")
     components = load_components(
-        source, device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
+        source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
     )
     if settings.loras:  # merged into the weights after loading, in the order given
         from ldm_cli.lora import apply_loras, parse_lora_arg
 
         apply_loras(components.unet, components.text_encoder, [parse_lora_arg(v) for v in settings.loras])
+    apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
     return components, device, dtype, time.perf_counter() - started
 
 

@@ -23,6 +23,8 @@ EXAMPLES = """Examples:
 
   ldm generate --from outputs/a-scarlet-macaw-42.png --steps 30
 
+  ldm generate "a scarlet macaw" --dim 768 --dry-run
+
   ldm generate "a watercolor painting" --init-image photo.jpg --strength 0.6
 """
 
@@ -88,10 +90,30 @@ def generate(
     lora: Annotated[
         Optional[list[str]], typer.Option("--lora", help="LoRA .safetensors to apply, FILE or FILE:SCALE; repeatable.")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved settings, latent shape and a memory estimate; load nothing.")
+    ] = False,
+    compile_unet: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the UNet: slow first image, faster repeats (many images).")
+    ] = False,
+    offload: Annotated[
+        bool, typer.Option("--offload", help="CUDA with little memory: keep models on the CPU, move each to the GPU as it runs.")
+    ] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Channels-last (NHWC) UNet; try it on GPUs, measured slower on CPU.")
+    ] = False,
+    vae_tiling: Annotated[
+        bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
+    ] = False,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
 
     settings = build_settings(locals())
+    if settings.dry_run:
+        from ldm_cli.dry_run import print_plan
+
+        print_plan(settings)
+        return 0
     from ldm_cli import txt2img
 
     txt2img.run(settings)

@@ -8,6 +8,7 @@ from ldm_cli.config import GenerateSettings, ModelSettings, validate_generate
 from ldm_cli.devices import DTYPE_CHOICES
 from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.lora import parse_lora_arg
+from ldm_cli.performance import PerformanceSettings
 from ldm_cli.schedulers import SCHEDULERS
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
@@ -45,6 +46,11 @@ def build_settings(args: dict) -> GenerateSettings:
         init_latents=args.get("init_latents"),
         strength=args.get("strength"),
         resize=args.get("resize"),
+        performance=PerformanceSettings(
+            channels_last=args.get("channels_last", False), compile=args.get("compile_unet", False),
+            offload=args.get("offload", False), vae_tiling=args.get("vae_tiling", False),
+        ),
+        dry_run=args.get("dry_run", False),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
