@@ -79,7 +79,9 @@ def save_full_model(output: Path, components, unet, text_encoder, unet_weights: 
             unet.load_state_dict(live)
     text_encoder.save_pretrained(staging / "text_encoder")
     components.vae.save_pretrained(staging / "vae")
-    components.tokenizer.save_pretrained(staging / "tokenizer")
+    source = components.source.path
+    tokenizer = source / "tokenizer" if source is not None and (source / "tokenizer").is_dir() else SD15_CONFIG_DIR / "tokenizer"
+    shutil.copytree(tokenizer, staging / "tokenizer")  # the same vocab.json/merges.txt the model came with
     (staging / "scheduler").mkdir()
     (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(components.scheduler_config, indent=2))
     (output / "model_index.json").unlink(missing_ok=True)

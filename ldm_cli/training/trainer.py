@@ -85,7 +85,7 @@ def setup(s: FinetuneSettings) -> Run:
     from ldm_cli.training.inputs import Captions, Latents
     from ldm_cli.training.report import scan_data
 
-    accelerator = Accelerator(mixed_precision=s.mixed_precision)
+    accelerator = Accelerator(mixed_precision=s.mixed_precision, cpu=_distributed_without_gpu())
     if s.mixed_precision == "fp16" and accelerator.device.type != "cuda":
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
     components = _load_model(s, accelerator)
@@ -111,6 +111,13 @@ def setup(s: FinetuneSettings) -> Run:
               plan, unet, text_encoder, params, optimizer, ema, generator, max_steps)
     _install_signals(run)
     return run
+
+
+def _distributed_without_gpu() -> bool:
+    """Several processes (torchrun / accelerate launch) on a machine without CUDA: use CPU and gloo."""
+    import os
+
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _load_model(s: FinetuneSettings, accelerator):
@@ -355,6 +362,7 @@ def validate(run: Run) -> Path | None:
 
 def export(run: Run) -> None:
     s, acc = run.settings, run.accelerator
+    _check_processes_agree(run)
     grid = validate(run)
     if acc.is_main_process:
         from ldm_cli.training.methods import lora_state, save_full_model, save_lora
@@ -374,6 +382,17 @@ def export(run: Run) -> None:
         _finish_run_file(s, run, result, grid)
         say(run, f"saved {result}")
     acc.wait_for_everyone()
+
+
+def _check_processes_agree(run: Run) -> None:
+    """Every process must end with the same weights (DDP keeps them in step); refuse to export otherwise."""
+    acc = run.accelerator
+    if acc.num_processes == 1:
+        return
+    total = torch.stack([p.detach().double().sum() for p in run.params.values()]).sum()
+    sums = acc.gather(total[None].to(acc.device)).cpu()
+    if not torch.allclose(sums, sums[0].expand_as(sums), rtol=1e-9, atol=0):
+        raise LdmError(f"the {acc.num_processes} processes ended with different weights ({sums.tolist()}); nothing exported")
 
 
 def lora_path(s: FinetuneSettings) -> Path:
