@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from ldm_cli.generation import SamplingPlan
@@ -151,3 +153,26 @@ def test_init_latents_for_another_vae_are_refused(ldm, tiny_model, tmp_path):
     result = ldm("generate", "a cat", "--init-latents", "xl.latent.safetensors", "--steps", "2", "--model", tiny_model)
     assert result.code == 1 and "scaling factor 0.13025" in result.stderr
     assert not list(tmp_path.glob("outputs/*.png"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(strength=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["x", "", "1e400", "-0"])),
+       steps=st.integers(1, 60))
+def test_strength_property(ldm, tmp_path, strength, steps):
+    """Every --strength either passes validation (then the missing model stops the run, exit 1)
+    or exits 2 with one line: valid means 0 < s <= 1 and int(steps * s) >= 1."""
+    if not (tmp_path / "init.png").exists():
+        Image.new("RGB", (64, 64)).save(tmp_path / "init.png")
+    result = ldm("generate", "a cat", "--init-image", "init.png", f"--strength={strength}", "--steps", steps,
+                 "--model", "/nonexistent/model-folder")
+    try:
+        value = float(str(strength))
+    except ValueError:
+        value = None
+    valid = value is not None and 0 < value <= 1 and int(steps * value) >= 1
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    if valid:
+        assert result.code == 1 and "no such folder or file" in lines[-1], result.stderr
+    else:
+        assert result.code == 2 and len(lines) == 1 and lines[0].startswith("ldm: error: "), result.stderr
