@@ -117,9 +117,8 @@ class LoadedVae:
 
 def load_vae(m: ModelSettings) -> LoadedVae:
     """Load only the VAE of --model (a diffusers folder's vae/, a bare VAE folder, a checkpoint, a Hub id)."""
-    import torch
-
     from ldm_cli.devices import resolve_device, resolve_dtype
+    from ldm_cli.hashing import sha256_files
     from ldm_cli.models import load_components, locate_hub_snapshot, quiet_library_logs, resolve_source
 
     source = resolve_source(m.model, m.revision)
@@ -129,16 +128,12 @@ def load_vae(m: ModelSettings) -> LoadedVae:
     quiet_library_logs()
     if source.kind == "hub":
         source = locate_hub_snapshot(source, m.offline, m.allow_pickle)
-    if source.kind == "single-file":
+    if source.kind == "single-file":  # the VAE lives inside the checkpoint: load it whole, keep the VAE
         components = load_components(source, device, dtype, allow_pickle=m.allow_pickle, single_file_config=m.config)
-        from ldm_cli.hashing import sha256_files
-
         return LoadedVae(components.vae, source.spec, sha256_files(components.weight_files["checkpoint"]), device, dtype)
     vae, files = _load_vae_folder(source.path, dtype, m.allow_pickle)
     vae.to(device).eval().requires_grad_(False)
-    from ldm_cli.hashing import sha256_files
-
-    return LoadedVae(vae, source.spec, sha256_files(files), device, torch.float32 if dtype is None else dtype)
+    return LoadedVae(vae, source.spec, sha256_files(files), device, dtype)
 
 
 def _load_vae_folder(folder: Path, dtype, allow_pickle: bool):
