@@ -84,6 +84,8 @@ def _check_out(out: Path | None, file_suffix: str, count: int) -> None:
         if count > 1:
             raise UsageError(f"-o {out}: one file name for {count} inputs; pass a folder instead")
         folder = out.parent
+    elif out.suffix and not out.is_dir():
+        raise UsageError(f"-o {out}: use a folder, or a file name ending in {file_suffix}")
     else:
         folder = out
     existing = folder

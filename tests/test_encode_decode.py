@@ -220,6 +220,7 @@ def test_bad_encode_inputs(ldm, tiny_model, tmp_path):
         (["in/good.png", "--resize", "squash", "--dim", "64"], "--resize 'squash'"),
         (["in/good.png", "--dim", "60"], "--height 60"),
         (["in", "-o", "one.latent.safetensors"], "one file name for 2 inputs"),
+        (["in/good.png", "-o", "good.png"], "ending in .latent.safetensors"),
     ]
     for args, needle in cases:
         result = ldm("encode", *args, "--model", tiny_model)
