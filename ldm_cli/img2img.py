@@ -45,10 +45,10 @@ class InitSource:
 
     def record(self) -> dict:
         if self.image is not None:
-            return {"init_image": str(self.path), "sha256": self.image.sha256, "strength": self.strength,
+            return {"init_image": str(self.path.resolve()), "sha256": self.image.sha256, "strength": self.strength,
                     "size": list(self.size), "preprocessing": self.image.notes}
         header = self.latent_file.header
-        return {"init_latents": str(self.path), "strength": self.strength, "size": list(self.size),
+        return {"init_latents": str(self.path.resolve()), "strength": self.strength, "size": list(self.size),
                 "source_sha256": header.source_sha256 if header else None}
 
 

@@ -28,6 +28,7 @@ def png_text(record: dict) -> dict[str, str]:
         "Size": f"{s['width']}x{s['height']}",
         "Model hash": model_hash[:10],
         "Model": record["model"]["name"],
+        "Denoising strength": (record.get("img2img") or {}).get("strength"),
         "Version": f"ldm {__version__}",
     }
     return {

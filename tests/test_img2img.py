@@ -102,6 +102,16 @@ def test_cli_img2img_writes_the_pipeline_image_and_records_it(ldm, components, t
     assert record["img2img"]["sha256"] and record["settings"]["width"] == 64
 
 
+def test_from_an_img2img_png_reruns_it_from_the_same_init_image(ldm, tiny_model, init_png, tmp_path):
+    args = ("--steps", "4", "--seed", "9", "--model", tiny_model)
+    assert ldm("generate", PROMPT, "--init-image", init_png, "--strength", "0.6", *args, "--out", "a.png").code == 0
+    assert "Denoising strength: 0.6" in Image.open(tmp_path / "a.png").text["parameters"]
+    result = ldm("generate", "--from", "a.png", "--out", "b.png")
+    assert result.code == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+    assert json.loads(Image.open(tmp_path / "b.png").text["ldm"])["img2img"]["strength"] == 0.6
+
+
 def test_cli_img2img_resizes_the_init_image_to_the_flags(ldm, tiny_model, tmp_path):
     Image.new("RGB", (100, 60), (10, 200, 30)).save(tmp_path / "wide.png")
     result = ldm("generate", "a field", "--init-image", "wide.png", "--dim", "64", "--resize", "pad", "--steps", "2",

@@ -42,9 +42,9 @@ def build_settings(args: dict) -> GenerateSettings:
         every=args["every"],
         intermediates_mode=args["intermediates"],
         json_output=args["json_output"],
-        init_image=args.get("init_image"),
-        init_latents=args.get("init_latents"),
-        strength=args.get("strength"),
+        init_image=values.get("init_image"),
+        init_latents=values.get("init_latents"),
+        strength=values.get("strength"),
         resize=args.get("resize"),
         performance=PerformanceSettings(
             channels_last=args.get("channels_last", False), compile=args.get("compile_unet", False),
@@ -67,7 +67,8 @@ def build_settings(args: dict) -> GenerateSettings:
     return settings
 
 
-_SETTING_FLAGS = {"steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images"}
+_SETTING_FLAGS = {"steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
+                  "init_image", "init_latents", "strength"}
 
 
 def _prompts(args: dict, recorded_prompt: str | None) -> tuple[str, ...]:
@@ -112,10 +113,19 @@ def settings_from_image(path: Path) -> dict:
             "prompt": record["prompt"], "seed": record["seed"], "negative_prompt": s["negative_prompt"],
             "steps": s["steps"], "guidance": s["guidance"], "height": s["height"], "width": s["width"],
             "scheduler": s["scheduler"], "model": record["model"]["spec"], "revision": record["model"].get("revision"),
+            **_img2img_from_record(record.get("img2img")),
         }
     if chunks["parameters"]:
         return _from_a1111(parse_a1111(chunks["parameters"]))
     raise UsageError(f"--from {path}: the PNG has no ldm or A1111 generation metadata")
+
+
+def _img2img_from_record(img2img: dict | None) -> dict:
+    """An img2img image re-runs from the same init file (it must still be where it was)."""
+    if not img2img:
+        return {}
+    key = "init_image" if "init_image" in img2img else "init_latents"
+    return {key: Path(img2img[key]), "strength": img2img["strength"]}
 
 
 def _from_a1111(parsed: dict) -> dict:
