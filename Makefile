@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo demo-model bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m ldm_cli.demo_run
+
+# Rebuild ldm_cli/assets/demo from nothing (fixed seeds; resumable: run it again after an interruption).
+demo-model: $(STAMP)
+	$(BIN)/python -m ldm_cli.demo.build
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -43,15 +43,14 @@ def build_text_encoder(recipe: TextRecipe):
 def build_unet(recipe: UnetRecipe, cross_attention_dim: int, sample_size: int = 16):
     from diffusers import UNet2DConditionModel
 
-    n = len(recipe.block_out_channels)
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         layers_per_block=recipe.layers_per_block,
         block_out_channels=recipe.block_out_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * n,
-        up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=recipe.down_block_types,
+        up_block_types=recipe.up_block_types,
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=recipe.attention_head_dim,
         norm_num_groups=recipe.norm_num_groups,
@@ -89,8 +88,12 @@ def train_text_to_image(
     recipe: DemoRecipe,
     checkpoint_seconds: float = 180,
     log: Callable[[str], None] = print,
-) -> Path:
-    """Train text encoder + UNet on cached (already scaled) latents; write a diffusers folder."""
+    stop_after: int | None = None,
+) -> Path | None:
+    """Train text encoder + UNet on cached (already scaled) latents; write a diffusers folder.
+
+    stop_after: checkpoint and return None at this step (call again to resume).
+    """
     from safetensors import safe_open
     from safetensors.torch import load_file
     from transformers import CLIPTokenizer
@@ -105,11 +108,12 @@ def train_text_to_image(
     torch.manual_seed(r.seed)
     model = Trainable(build_text_encoder(recipe.text), build_unet(r, recipe.text.hidden_size, latents.shape[-1]))
     scheduler = build_scheduler()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=0.01, fused=True)  # fused: 10x faster on CPU
     step = load_checkpoint(Path(work_dir) / CHECKPOINT, model, optimizer, log)
     model.train()
     last_save, started, running = time.monotonic(), time.monotonic(), None
-    while step < r.steps:
+    last = r.steps if stop_after is None else min(stop_after, r.steps)
+    while step < last:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, r.lr, r.warmup, r.steps)
         generator = torch.Generator().manual_seed(r.seed * 1_000_003 + step)
@@ -127,9 +131,11 @@ def train_text_to_image(
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 25 == 0 or step == r.steps:
             log(f"unet step {step}/{r.steps} loss {running:.4f} {time.monotonic() - started:.0f}s")
-        if time.monotonic() - last_save > checkpoint_seconds or step == r.steps:
+        if time.monotonic() - last_save > checkpoint_seconds or step == last:
             save_checkpoint(Path(work_dir) / CHECKPOINT, model, optimizer, step)
             last_save = time.monotonic()
+    if step < r.steps:
+        return None
     return save_model(model.eval(), scheduler, Path(vae_folder), Path(out_folder))
 
 

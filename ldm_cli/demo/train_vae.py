@@ -80,8 +80,12 @@ def train_vae(
     recipe: VaeRecipe = VaeRecipe(),
     checkpoint_seconds: float = 180,
     log: Callable[[str], None] = print,
+    stop_after: int | None = None,
 ):
-    """Train (or resume) the VAE on uint8 images [N, H, W, 3]; returns the trained model."""
+    """Train (or resume) the VAE on uint8 images [N, H, W, 3]; returns the trained model.
+
+    stop_after: checkpoint and return at this step (a time-boxed or interrupted run; call again to resume).
+    """
     work_dir = Path(work_dir)
     torch.manual_seed(recipe.seed)
     vae = build_vae(recipe, images.shape[1])
@@ -89,7 +93,8 @@ def train_vae(
     step = load_checkpoint(work_dir / CHECKPOINT, vae, optimizer, log)
     vae.train()
     last_save, started, running = time.monotonic(), time.monotonic(), None
-    while step < recipe.steps:
+    last = recipe.steps if stop_after is None else min(stop_after, recipe.steps)
+    while step < last:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, recipe.lr, recipe.warmup, recipe.steps)
         pixels, generator = vae_batch(images, recipe, step)
@@ -103,7 +108,7 @@ def train_vae(
         if step % 25 == 0 or step == recipe.steps:
             psnr = 10 * math.log10(4 / max(running, 1e-12))  # pixels span [-1, 1]
             log(f"vae step {step}/{recipe.steps} mse {running:.5f} (~{psnr:.1f} dB) {time.monotonic() - started:.0f}s")
-        if time.monotonic() - last_save > checkpoint_seconds or step == recipe.steps:
+        if time.monotonic() - last_save > checkpoint_seconds or step == last:
             save_checkpoint(work_dir / CHECKPOINT, vae, optimizer, step)
             last_save = time.monotonic()
     return vae.eval()

@@ -1,0 +1,71 @@
+"""The demo recipe's training loops: they learn, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+import torch
+
+from ldm_cli.demo.recipe import RECIPE
+from ldm_cli.demo.shapes import random_scene, render_array, sample_training_scenes
+from ldm_cli.demo.train_vae import round_trip_psnr, save_vae, train_vae
+
+VAE = dataclasses.replace(RECIPE.vae, crop=32, crop_batch=4, crop_steps=100, full_steps=0, warmup=10)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The training loops run single-threaded, as `make demo-model` runs them (and fast on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = random.Random(0)
+    return render_array([random_scene(rng) for _ in range(8)])
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_vae_elbo_training_learns(images, tmp_path):
+    messages = []
+    train_vae(images, tmp_path, VAE, log=messages.append)
+    mse = [float(m.split(" mse ")[1].split()[0]) for m in messages]  # running reconstruction error
+    assert len(mse) == 4 and mse[-1] < 0.8 * mse[0], messages
+
+
+def test_vae_training_resumes_exactly(images, tmp_path):
+    short = dataclasses.replace(VAE, crop_steps=4, full_steps=2)
+    straight = train_vae(images, tmp_path / "a", short, log=lambda m: None)
+    assert train_vae(images, tmp_path / "b", short, log=lambda m: None, stop_after=3) is not None
+    resumed = train_vae(images, tmp_path / "b", short, log=lambda m: None)
+    assert _same(straight, resumed)
+
+
+def test_text_to_image_training_resumes_exactly_and_writes_a_diffusers_folder(images, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from ldm_cli.demo.train_text_to_image import CHECKPOINT, train_text_to_image
+    from ldm_cli.demo.train_vae import build_vae
+
+    captions = [c for _, c in sample_training_scenes(8, seed=1)]
+    save_file({"latents": torch.randn(8, 4, 16, 16)}, str(tmp_path / "lat.safetensors"), metadata={"captions": json.dumps(captions)})
+    save_vae(build_vae(VAE).eval(), tmp_path / "vae", 1.5)
+    recipe = dataclasses.replace(RECIPE, unet=dataclasses.replace(RECIPE.unet, steps=3, batch=2, warmup=1))
+    args = (tmp_path / "lat.safetensors", tmp_path / "vae")
+    straight = train_text_to_image(*args, tmp_path / "a", tmp_path / "a" / "model", recipe, log=lambda m: None)
+    assert train_text_to_image(*args, tmp_path / "b", tmp_path / "b" / "model", recipe, log=lambda m: None, stop_after=2) is None
+    resumed = train_text_to_image(*args, tmp_path / "b", tmp_path / "b" / "model", recipe, log=lambda m: None)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        a, b = load_file(str(straight / part)), load_file(str(resumed / part))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (resumed / "tokenizer" / "vocab.json").is_file() and (resumed / "model_index.json").is_file()
+    assert (tmp_path / "b" / CHECKPOINT).exists()
