@@ -90,7 +90,7 @@ def test_full_finetune_lowers_the_loss_and_loads_everywhere(ldm, tiny_model, sha
     assert Image.open(out / "validation" / grids[0]).size == (128, 64)  # 1 prompt x 2 seeds
 
 
-RESUME_ARGS = ("--batch-size", "2", "--grad-accum", "2", "--flip", "--caption-dropout", "0.5", "--rank", "4",
+RESUME_ARGS = ("--batch-size", "1", "--grad-accum", "2", "--flip", "--caption-dropout", "0.5", "--rank", "4",
                "--alpha", "2", "--lr", "1e-3", "--seed", "5", "--checkpoint-every", "1", "--keep", "2",
                "--validation-steps", "1")
 
