@@ -69,3 +69,15 @@ def test_text_to_image_training_resumes_exactly_and_writes_a_diffusers_folder(im
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (resumed / "tokenizer" / "vocab.json").is_file() and (resumed / "model_index.json").is_file()
     assert (tmp_path / "b" / CHECKPOINT).exists()
+
+
+def test_decoder_polish_changes_the_decoder_but_not_the_latents(images, tmp_path):
+    from ldm_cli.demo.train_vae import build_vae, encode_all, polish_decoder
+
+    torch.manual_seed(0)
+    vae = build_vae(VAE).eval()
+    latents = encode_all(vae, images[:2])
+    decoder = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    polish_decoder(vae, images, tmp_path, dataclasses.replace(VAE, decoder_steps=3, decoder_batch=1), log=lambda m: None)
+    assert torch.equal(encode_all(vae, images[:2]), latents)
+    assert any(not torch.equal(decoder[k], v) for k, v in vae.decoder.state_dict().items())

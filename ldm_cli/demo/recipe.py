@@ -24,6 +24,10 @@ class VaeRecipe:
     warmup: int = 50
     kl_weight: float = 1e-6  # beta of the ELBO: reconstruction + beta * KL(q(z|x) || N(0, I))
     seed: int = 1
+    # Then the decoder alone, on whole images: sharper edges, and the latents (the encoder's) stay the same.
+    decoder_steps: int = 600
+    decoder_batch: int = 2
+    decoder_lr: float = 5e-4
 
     @property
     def steps(self) -> int:
@@ -47,8 +51,8 @@ class UnetRecipe:
     layers_per_block: int = 1
     attention_head_dim: int = 4  # diffusers' legacy name: the number of heads
     norm_num_groups: int = 8
-    batch: int = 16
-    steps: int = 3200
+    batch: int = 24
+    steps: int = 7000
     lr: float = 1.5e-3
     warmup: int = 100
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch of classifier-free guidance

@@ -21,6 +21,7 @@ from ldm_cli.demo.checkpoints import load_checkpoint, save_checkpoint
 from ldm_cli.demo.recipe import VaeRecipe
 
 CHECKPOINT = "vae-checkpoint.pt"
+DECODER_CHECKPOINT = "decoder-checkpoint.pt"
 
 
 def build_vae(recipe: VaeRecipe, sample_size: int = 128):
@@ -112,6 +113,43 @@ def train_vae(
             save_checkpoint(work_dir / CHECKPOINT, vae, optimizer, step)
             last_save = time.monotonic()
     return vae.eval()
+
+
+def polish_decoder(
+    vae, images: np.ndarray, work_dir: Path, recipe: VaeRecipe = VaeRecipe(), checkpoint_seconds: float = 180,
+    log: Callable[[str], None] = print,
+):
+    """Fine-tune the decoder alone on whole images, x ~ decoder(mean of q(z|x)); the encoder is frozen,
+    so latents (and a diffusion model trained on them) are unchanged while reconstructions sharpen."""
+    work_dir = Path(work_dir)
+    vae.requires_grad_(False)
+    trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trainable, lr=recipe.decoder_lr, weight_decay=0.0)
+    step = load_checkpoint(work_dir / DECODER_CHECKPOINT, vae, optimizer, log)
+    vae.train()
+    last_save, started = time.monotonic(), time.monotonic()
+    while step < recipe.decoder_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, recipe.decoder_lr, recipe.warmup, recipe.decoder_steps)
+        generator = torch.Generator().manual_seed(recipe.seed * 2_000_003 + step)
+        index = torch.randint(0, len(images), (recipe.decoder_batch,), generator=generator).numpy()
+        pixels = to_pixels(images[index])
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.mode()
+        mse = torch.mean((vae.decode(latents).sample - pixels) ** 2)
+        optimizer.zero_grad(set_to_none=True)
+        mse.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        step += 1
+        if step % 50 == 0 or step == recipe.decoder_steps:
+            log(f"decoder step {step}/{recipe.decoder_steps} mse {mse.item():.5f} {time.monotonic() - started:.0f}s")
+        if time.monotonic() - last_save > checkpoint_seconds or step == recipe.decoder_steps:
+            save_checkpoint(work_dir / DECODER_CHECKPOINT, vae, optimizer, step)
+            last_save = time.monotonic()
+    return vae.eval().requires_grad_(False)
 
 
 @torch.no_grad()
