@@ -138,22 +138,20 @@ def matmul_peak(dtype, n: int, repeats: int = 3) -> float:
 
 
 def run_measured(args: list[str], cwd: Path) -> dict:
-    """Run a command in a new process, reaped with wait4 so ru_maxrss is its own peak RSS.
-
-    Returns wall seconds, peak RSS in bytes and its last stdout line parsed as JSON."""
+    """Run a command in a new process: wall seconds, its own peak RSS (bytes, via benchmarks.peak_rss)
+    and its last stdout line parsed as JSON."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    out_path, err_path = cwd / ".stdout", cwd / ".stderr"
+    out_path, err_path, rss_path = cwd / ".stdout", cwd / ".stderr", cwd / ".peak_rss"
+    launcher = [sys.executable, "-m", "benchmarks.peak_rss", str(rss_path)]
     started = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.run([*launcher, *map(str, args)], cwd=cwd, stdout=out, stderr=err, env=env).returncode
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stdout = out_path.read_text()
-    if proc.returncode != 0:
+    if code != 0:
         raise RuntimeError(f"{' '.join(map(str, args))} failed:\n{err_path.read_text()[-2000:]}")
-    last = stdout.strip().splitlines()[-1] if stdout.strip() else "{}"
-    return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "report": json.loads(last)}
+    stdout = out_path.read_text().strip()
+    last = stdout.splitlines()[-1] if stdout else "{}"
+    return {"wall_s": wall, "peak_rss_bytes": int(rss_path.read_text()), "report": json.loads(last)}
 
 
 def help_seconds(repeats: int = 5) -> float:

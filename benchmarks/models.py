@@ -38,7 +38,7 @@ def cases(selected: set[str]) -> list[ModelCase]:
         found.append(ModelCase("demo", demo, size=_native_size(demo), steps=10, variant_steps=10, repeats=2,
                                e2e_steps=10, compile=True, psnr_size=_native_size(demo)))
     if "sd15" in selected:
-        found.append(ModelCase("sd15", sd15_folder(), size=512, steps=2, variant_steps=1, repeats=1, e2e_steps=2,
+        found.append(ModelCase("sd15", sd15_folder(), size=512, steps=1, variant_steps=1, repeats=2, e2e_steps=2,
                                compile=False, psnr_size=256))
     return found
 

@@ -95,7 +95,7 @@ def table(results: dict) -> str:
     ]
     for name, r in results["models"].items():
         s, fp = r["step_s"], r["fresh_process"]
-        base = s["ldm_fp32_variant_baseline"]
+        base = s["ldm_fp32"]
         comp = r.get("compile")
         rows.append(
             f"| {name} ({r['size']}px, {r['steps']}) | {s['diffusers_fp32']:.3f} | {s['ldm_fp32']:.3f} "

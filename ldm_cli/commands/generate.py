@@ -100,7 +100,7 @@ def generate(
         bool, typer.Option("--offload", help="CUDA with little memory: keep models on the CPU, move each to the GPU as it runs.")
     ] = False,
     channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="Channels-last (NHWC) UNet; try it on GPUs, measured slower on CPU.")
+        bool, typer.Option("--channels-last", help="Channels-last (NHWC) memory format for the UNet; see README Performance for its effect.")
     ] = False,
     vae_tiling: Annotated[
         bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
