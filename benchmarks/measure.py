@@ -137,10 +137,12 @@ def matmul_peak(dtype, n: int, repeats: int = 3) -> float:
     return 2 * n**3 / best
 
 
-def run_measured(args: list[str], cwd: Path) -> dict:
+def run_measured(args: list[str], cwd: Path, threads: int | None = None) -> dict:
     """Run a command in a new process: wall seconds, its own peak RSS (bytes, via benchmarks.peak_rss)
     and its last stdout line parsed as JSON."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     out_path, err_path, rss_path = cwd / ".stdout", cwd / ".stderr", cwd / ".peak_rss"
     launcher = [sys.executable, "-m", "benchmarks.peak_rss", str(rss_path)]
     started = time.perf_counter()

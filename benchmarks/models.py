@@ -26,13 +26,16 @@ class ModelCase:
     e2e_steps: int  # steps of the fresh-process `ldm generate` run
     compile: bool  # measure --compile (inductor) here: compile time is minutes at SD1.5 on 2 cores
     psnr_size: int  # size of the bf16-vs-fp32 picture comparison
+    threads: int | None = None  # None: torch's default (all cores). The tiny model runs on 1 thread: its
+    # convolutions take microseconds, and on a shared 2-core machine an OpenMP team of 2 waits ~100x
+    # longer for a busy core than it computes, which would measure the neighbours, not the code.
 
 
 def cases(selected: set[str]) -> list[ModelCase]:
     found = []
     if "tiny" in selected:
         found.append(ModelCase("tiny", tiny_folder(), size=64, steps=10, variant_steps=10, repeats=3, e2e_steps=10,
-                               compile=True, psnr_size=64))
+                               compile=True, psnr_size=64, threads=1))
     demo = BUNDLED_MODELS["demo"]
     if "demo" in selected and (demo / "model_index.json").exists():
         found.append(ModelCase("demo", demo, size=_native_size(demo), steps=10, variant_steps=10, repeats=2,

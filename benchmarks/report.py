@@ -90,7 +90,7 @@ def _flops_panel(ax, results, models, names):
 
 def table(results: dict) -> str:
     rows = [
-        "| model (size, steps) | s/step diffusers fp32 | s/step ldm fp32 | ldm/diffusers step | fresh `ldm generate` / diffusers script | peak RSS ldm / diffusers | ldm bf16 speed-up vs diffusers fp32 (PSNR) | g=1 step | channels-last step | classic attention step | `--compile` step (first image) | preview cost | GFLOP/s (% of fp32 matmul peak) |",
+        "| model (size, steps, threads) | s/step diffusers fp32 | s/step ldm fp32 | ldm/diffusers step | fresh `ldm generate` / diffusers script | peak RSS ldm / diffusers | ldm bf16 speed-up vs diffusers fp32 (PSNR) | g=1 step | channels-last step | classic attention step | `--compile` step (first image) | `--save-intermediates` preview cost | GFLOP/s (% of fp32 matmul peak) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["models"].items():
@@ -98,14 +98,15 @@ def table(results: dict) -> str:
         base = s["ldm_fp32"]
         comp = r.get("compile")
         rows.append(
-            f"| {name} ({r['size']}px, {r['steps']}) | {s['diffusers_fp32']:.3f} | {s['ldm_fp32']:.3f} "
+            f"| {name} ({r['size']}px, {r['steps']} steps, {r.get('threads', '?')} thr) "
+            f"| {s['diffusers_fp32']:.3f} | {s['ldm_fp32']:.3f} "
             f"| **{r['ratio_ldm_over_diffusers_step']:.2f}** "
             f"| {fp['ldm']['wall_s']:.1f} s / {fp['diffusers']['wall_s']:.1f} s = {r['ratio_ldm_over_diffusers_fresh_process']:.2f} "
             f"| {fp['ldm']['peak_rss_bytes'] / GIB:.2f} / {fp['diffusers']['peak_rss_bytes'] / GIB:.2f} GiB "
             f"| {r['bf16_speedup_vs_diffusers_fp32']:.2f}x ({r['bf16_psnr_db']:.1f} dB at {r['bf16_psnr_size']}px) "
             f"| {s['ldm_fp32_g1'] / base:.2f}x | {s['ldm_fp32_channels_last'] / base:.2f}x "
             f"| {s['ldm_fp32_classic_attention'] / base:.2f}x "
-            f"| {_compile_cell(comp)} | {100 * r['preview']['overhead_fraction']:.1f}% "
+            f"| {_compile_cell(comp)} | {_preview_cell(r['preview'])} "
             f"| {r['achieved_gflops_fp32']:.0f} ({100 * r['fraction_of_matmul_peak_fp32']:.0f}%) |"
         )
     m = results["machine"]
@@ -118,6 +119,10 @@ def table(results: dict) -> str:
         "No GPU was available: CUDA fp16, `--offload` and GPU memory are not measured."
     )
     return "\n".join(rows) + "\n"
+
+
+def _preview_cell(p) -> str:
+    return f"{100 * p['overhead_fraction_50_steps']:.1f}% at 50 steps ({p['fit_s']:.2f} s once + {1000 * p['frame_s']:.1f} ms/step)"
 
 
 def _compile_cell(comp) -> str:

@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     results = {"machine": machine(), "help_s": measure.help_seconds(), "models": previous_models(args.out)}
     say(f"ldm --help: {results['help_s']:.3f} s; matmul peak fp32 {results['machine']['matmul_fp32_gflops']:.0f} "
         f"GFLOP/s, bf16 {results['machine']['matmul_bf16_gflops']:.0f} GFLOP/s")
+    default_threads = torch.get_num_threads()
     for case in cases(set(args.sizes.split(","))):
-        say(f"== {case.name}: {case.size}x{case.size}, {case.steps} steps")
+        torch.set_num_threads(case.threads or default_threads)
+        say(f"== {case.name}: {case.size}x{case.size}, {case.steps} steps, {torch.get_num_threads()} threads")
         results["models"][case.name] = bench_case(case, results["machine"]["matmul_fp32_gflops"] * 1e9)
         results["models"][case.name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
         save(results, args.out)
@@ -85,7 +87,8 @@ def machine() -> dict:
 
 def bench_case(case: ModelCase, peak_flops: float) -> dict:
     scheduler = name_for_class(read_scheduler_config(case.folder).get("_class_name", ""))
-    r = {"size": case.size, "steps": case.steps, "variant_steps": case.variant_steps, "scheduler": scheduler}
+    r = {"size": case.size, "steps": case.steps, "variant_steps": case.variant_steps, "scheduler": scheduler,
+         "threads": torch.get_num_threads()}
     r["fresh_process"] = fresh_processes(case)
     say(f"  fresh process: ldm {r['fresh_process']['ldm']['wall_s']:.1f} s, "
         f"diffusers {r['fresh_process']['diffusers']['wall_s']:.1f} s")
@@ -132,10 +135,10 @@ def fresh_processes(case: ModelCase) -> dict:
             runs["ldm"].append(measure.run_measured(
                 [sys.executable, "-m", "ldm_cli", "generate", measure.PROMPT, "--model", str(case.folder),
                  "--dim", str(case.size), "--out", str(tmp / f"ldm{i}.png"), "--json", "--device", "cpu",
-                 "--dtype", "fp32", *common], tmp))
+                 "--dtype", "fp32", *common], tmp, case.threads))
             runs["diffusers"].append(measure.run_measured(
                 [sys.executable, "-m", "benchmarks.reference_generate", str(case.folder), measure.PROMPT,
-                 "--size", str(case.size), "--out", str(tmp / f"ref{i}.png"), *common], tmp))
+                 "--size", str(case.size), "--out", str(tmp / f"ref{i}.png"), *common], tmp, case.threads))
         a, b = (np.asarray(Image.open(tmp / name).convert("RGB"), dtype=int) for name in ("ldm0.png", "ref0.png"))
     best = {name: min(found, key=lambda run: run["wall_s"]) for name, found in runs.items()}
     best["ldm"]["report"] = {k: best["ldm"]["report"].get(k) for k in ("timings", "seconds")}
