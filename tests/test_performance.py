@@ -173,3 +173,20 @@ def test_cli_fast_path_flags_give_the_same_picture(ldm, tiny_model, tmp_path):
     assert result.code == 0, result.stderr
     plain, fast = (np.asarray(Image.open(tmp_path / name), dtype=int) for name in ("plain.png", "fast.png"))
     assert np.abs(plain - fast).max() <= 1  # 64 px fits one VAE tile; channels-last rounds differently at most
+
+
+def test_committed_benchmark_results_render(tmp_path):
+    """The committed results.json is complete enough to redraw the README table and the chart."""
+    from pathlib import Path
+
+    from benchmarks.report import table, write_chart
+
+    results = json.loads((Path(__file__).parent.parent / "benchmarks" / "results" / "results.json").read_text())
+    assert {"tiny", "sd15"} <= set(results["models"])
+    sd15 = results["models"]["sd15"]
+    assert sd15["fresh_process"]["max_pixel_diff"] == 0  # ldm and diffusers drew the same picture
+    assert 1.5e12 < sd15["unet_flops_per_guided_step"] < 1.7e12  # ~1.6 TFLOP per guided SD1.5 step
+    rows = [line for line in table(results).splitlines() if line.startswith(("| tiny", "| sd15", "| demo"))]
+    assert len(rows) == len(results["models"])
+    write_chart(results, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
