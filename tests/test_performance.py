@@ -18,6 +18,16 @@ from ldm_cli.schedulers import build_scheduler
 PROMPT, SEED, STEPS = "a red circle on a blue background", 42, 4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions on a shared 2-core machine: a 2-thread OpenMP team mostly waits for the busy
+    second core (see benchmarks/models.py), so these tests run on one thread, and restore it after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def fresh(tiny_model, dtype=torch.float32):
     """Fast paths change the components in place, so every comparison loads its own copy."""
     return load_components(resolve_source(str(tiny_model)), "cpu", dtype)
