@@ -15,7 +15,7 @@ from ldm_cli.devices import dtype_name, resolve_device, resolve_dtype
 from ldm_cli.generation import SamplingPlan
 from ldm_cli.images import save_png, slugify
 from ldm_cli.models import Components, load_components, resolve_source
-from ldm_cli.performance import apply_fast_paths, check_device
+from ldm_cli.performance import apply_fast_paths, check_device, cpu_has_native_bf16
 from ldm_cli.provenance import build_record, component_hashes, png_text
 from ldm_cli.schedulers import name_for_class
 from ldm_cli.text import dropped_words
@@ -34,6 +34,8 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
     check_device(settings.performance, device)
     started = time.perf_counter()
     say(f"loading {source.spec} on {device} ({dtype_name(dtype)})")
+    if dtype_name(dtype) == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+        say("warning: this CPU has no native bf16 (avx512_bf16/AMX), so bf16 runs slower than fp32 here; see README Performance")
     components = load_components(
         source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
     )

@@ -200,3 +200,13 @@ def test_committed_benchmark_results_render(tmp_path):
     assert len(rows) == len(results["models"])
     write_chart(results, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(ldm, tiny_model):
+    from ldm_cli.performance import cpu_has_native_bf16
+
+    result = ldm("generate", "a cat", "--model", tiny_model, "--steps", "1", "--seed", "1", "--dtype", "bf16")
+    assert result.code == 0, result.stderr
+    assert ("no native bf16" in result.stderr) == (not cpu_has_native_bf16())
+    fp32 = ldm("generate", "a cat", "--model", tiny_model, "--steps", "1", "--seed", "1", "--dtype", "fp32")
+    assert "bf16" not in fp32.stderr
