@@ -1,7 +1,7 @@
 """`make bench`: ldm against diffusers' StableDiffusionPipeline, and against the machine's matmul peak.
 
     python -m benchmarks.run                   # tiny, demo (when built), SD1.5 size: ~10-15 min on 2 cores
-    python -m benchmarks.run --sizes tiny      # a minute
+    python -m benchmarks.run --sizes tiny      # about two minutes
 
 For each model size, on the same components, settings and seed, in one run:
     1. fresh process: `ldm generate` vs a StableDiffusionPipeline script from the shell
