@@ -1,6 +1,6 @@
 """`make bench`: ldm against diffusers' StableDiffusionPipeline, and against the machine's matmul peak.
 
-    python -m benchmarks.run                   # tiny, demo (when built), SD1.5 size: ~10-15 min on 2 cores
+    python -m benchmarks.run                   # tiny, demo (when built), SD1.5 size: 23 min on a busy 2-core CPU
     python -m benchmarks.run --sizes tiny      # about two minutes
 
 For each model size, on the same components, settings and seed, in one run:
