@@ -6,11 +6,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 # Tests never touch the network or the user's caches.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Tiny models gain nothing from a second thread and lose much when the cores are busy; subprocesses
+# started by tests inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("LDM_CACHE_DIR", str(Path(__file__).parent / ".cache-ldm"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @dataclass
