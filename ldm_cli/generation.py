@@ -81,16 +81,13 @@ class TextToImage:
         scheduler = build_scheduler(plan.scheduler, c.scheduler_config)
         scheduler.set_timesteps(plan.steps, device=self.device)
         generator = torch.Generator("cpu").manual_seed(seed)
-        noise = initial_noise(plan.latent_shape(c), generator, self.dtype, self.device)
+        latents, timesteps = self.starting_point(scheduler, generator, plan)
         step_kwargs = {"generator": generator} if spec_for(plan.scheduler).stochastic else {}
-        final = denoise(
-            c.unet,
-            scheduler,
-            noise * scheduler.init_noise_sigma,
-            conditioning,
-            scheduler.timesteps,
-            step_kwargs,
-            on_step,
-        )
+        final = denoise(c.unet, scheduler, latents, conditioning, timesteps, step_kwargs, on_step)
         image = latent_ops.decode(c.vae, final)  # [1, 3, H, W] in [0, 1]
         return GeneratedImage(prompt, seed, image, final, time.perf_counter() - started)
+
+    def starting_point(self, scheduler, generator, plan: SamplingPlan):
+        """Pure noise at the first timestep; subclasses start elsewhere (img2img)."""
+        noise = initial_noise(plan.latent_shape(self.components), generator, self.dtype, self.device)
+        return noise * scheduler.init_noise_sigma, scheduler.timesteps

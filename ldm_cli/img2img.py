@@ -14,18 +14,15 @@ Strength 1 starts from (almost) pure noise; small strengths keep the picture and
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ldm_cli import latents as latent_ops
 from ldm_cli.config import DEFAULT_STRENGTH, kept_steps
 from ldm_cli.errors import UsageError
-from ldm_cli.generation import GeneratedImage, SamplingPlan, TextToImage
-from ldm_cli.sampling import denoise, initial_noise
-from ldm_cli.schedulers import build_scheduler, spec_for
+from ldm_cli.generation import SamplingPlan, TextToImage
+from ldm_cli.sampling import initial_noise
 
 
 
@@ -109,25 +106,16 @@ class ImageToImage(TextToImage):
 
             check_fits(init.latent_file, components.vae, components.source.spec, vae_hash or "")
 
-    def generate(self, prompt: str, seed: int, plan: SamplingPlan, on_step=None) -> GeneratedImage:
-        started = time.perf_counter()
-        c = self.components
-        conditioning = self.conditioning(prompt, plan)
-        scheduler = build_scheduler(plan.scheduler, c.scheduler_config)
-        scheduler.set_timesteps(plan.steps, device=self.device)
+    def starting_point(self, scheduler, generator, plan: SamplingPlan):
+        """The init latents noised to the timestep the strength selects, and the timesteps left."""
         t_start, _ = kept_steps(plan.steps, self.init.strength)
         begin = t_start * scheduler.order
         timesteps = scheduler.timesteps[begin:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
-        generator = torch.Generator("cpu").manual_seed(seed)
         start = self.start_latents(generator)  # draws from the generator first, as diffusers does
         noise = initial_noise(start.shape, generator, self.dtype, self.device)
-        noisy = scheduler.add_noise(start, noise, timesteps[:1])
-        step_kwargs = {"generator": generator} if spec_for(plan.scheduler).stochastic else {}
-        final = denoise(c.unet, scheduler, noisy, conditioning, timesteps, step_kwargs, on_step)
-        image = latent_ops.decode(c.vae, final)  # [1, 3, H, W] in [0, 1]
-        return GeneratedImage(prompt, seed, image, final, time.perf_counter() - started)
+        return scheduler.add_noise(start, noise, timesteps[:1]), timesteps
 
     def start_latents(self, generator) -> torch.Tensor:
         """x_0 in the UNet's space: a seeded posterior sample of the image, or the given latents."""
