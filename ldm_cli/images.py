@@ -6,6 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -16,43 +17,47 @@ def slugify(text: str, limit: int = 48) -> str:
     return slug[:limit].rstrip("-") or "image"
 
 
-def free_path(path: Path) -> Path:
-    """`path` if nothing is there, else the first of name-2.png, name-3.png, ... that is free."""
+def free_path(path: Path, suffix: str | None = None) -> Path:
+    """`path` if nothing is there, else the first of name-2.png, name-3.png, ... that is free.
+
+    `suffix` names a multi-part ending to keep whole (".latent.safetensors")."""
     if not path.exists():
         return path
+    suffix = suffix if suffix and path.name.endswith(suffix) else path.suffix
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     n = 2
-    while (candidate := path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
+    while (candidate := path.with_name(f"{stem}-{n}{suffix}")).exists():
         n += 1
     return candidate
 
 
-def save_png(pixels: np.ndarray, path: Path, text: dict[str, str] | None = None) -> Path:
-    """Write [H,W,3] uint8 to `path` (or the next free name); returns the path actually written.
+def write_new_file(wanted: Path, write: Callable[[Path], None], suffix: str | None = None) -> Path:
+    """Write through `write(tmp_path)` to a temporary file beside `wanted`, then hard-link it to
+    `wanted` or the next free name. An interrupted write leaves no partial file, and a file that
+    appeared meanwhile is never replaced. Returns the path actually written."""
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".ldm-", suffix=".part", dir=wanted.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        while True:
+            target = free_path(wanted, suffix)
+            try:
+                os.link(tmp, target)
+                return target
+            except FileExistsError:
+                continue  # the name was taken between the check and the link: try the next one
+    finally:
+        tmp.unlink(missing_ok=True)
 
-    The file is written under a temporary name and hard-linked into place, so an interrupted run
-    leaves no partial PNG and a file that appeared meanwhile is never replaced.
-    """
+
+def save_png(pixels: np.ndarray, path: Path, text: dict[str, str] | None = None) -> Path:
+    """Write [H,W,3] uint8 as a PNG with text chunks to `path` (or the next free name)."""
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".ldm-", suffix=".png.part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(pixels).save(handle, format="PNG", pnginfo=info)
-        return _link_to_free_name(Path(tmp_name), path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-
-
-def _link_to_free_name(tmp: Path, wanted: Path) -> Path:
-    while True:
-        target = free_path(wanted)
-        try:
-            os.link(tmp, target)
-            return target
-        except FileExistsError:
-            continue  # someone took the name between the check and the link: try the next one
+    return write_new_file(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info))
 
 
 def contact_sheet(frames: list[np.ndarray], columns: int = 10, thumb: int = 128) -> np.ndarray:

@@ -16,12 +16,11 @@ Pickled latents (.pt, .npy) are read only with --allow-pickle, and carry no head
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ldm_cli.errors import InputFileError
+from ldm_cli.images import write_new_file
 
 FORMAT = "ldm-latents"
 FORMAT_VERSION = 1
@@ -112,37 +111,12 @@ def stem_of(path: Path) -> str:
     return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else Path(path).stem
 
 
-def free_latent_path(path: Path) -> Path:
-    """`path`, or photo-2.latent.safetensors, photo-3... : the first name not taken."""
-    if not path.exists():
-        return path
-    stem, n = stem_of(path), 2
-    suffix = SUFFIX if path.name.endswith(SUFFIX) else path.suffix
-    while (candidate := path.with_name(f"{stem}-{n}{suffix}")).exists():
-        n += 1
-    return candidate
-
-
 def save_latents(latents, header: LatentHeader, path: Path) -> Path:
     """Write atomically under a free name (never replacing a file); returns the path written."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".ldm-", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        tensor = latents.detach().float().cpu().contiguous()
-        save_file({TENSOR_KEY: tensor}, str(tmp), metadata=header.to_metadata())
-        while True:
-            target = free_latent_path(path)
-            try:
-                os.link(tmp, target)
-                return target
-            except FileExistsError:
-                continue  # taken between the check and the link: try the next name
-    finally:
-        tmp.unlink(missing_ok=True)
+    tensor = latents.detach().float().cpu().contiguous()
+    return write_new_file(path, lambda tmp: save_file({TENSOR_KEY: tensor}, str(tmp), metadata=header.to_metadata()), SUFFIX)
 
 
 def load_latents(path: Path, allow_pickle: bool = False) -> LatentFile:
