@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ldm_cli.reference import reference_pipeline
 from ldm_cli import latents as latent_ops
 from ldm_cli.generation import SamplingPlan, TextToImage
-from ldm_cli.schedulers import build_scheduler
 
 PROMPT = "a red circle on a blue background"
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,18 +67,6 @@ def ldm_step_seconds(components, dtype, size, steps, scheduler, seed=0, guidance
     with latents_only():
         TextToImage(components, "cpu", dtype).generate(PROMPT, seed, plan, lambda info: clock.on_step(info))
     return clock.per_step()
-
-
-def reference_pipeline(components, scheduler):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=build_scheduler(scheduler, components.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def diffusers_step_seconds(components, size, steps, scheduler, seed=0, guidance=7.5) -> float:

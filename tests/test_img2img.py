@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from ldm_cli.reference import reference_pipeline
 from ldm_cli.generation import SamplingPlan
 from ldm_cli.image_io import load_image
 from ldm_cli.img2img import ImageToImage, InitSource
 from ldm_cli.latent_files import LatentHeader, load_latents, save_latents
 from ldm_cli.models import load_components, resolve_source
-from ldm_cli.schedulers import build_scheduler
 
 PROMPT = "a red square on a blue field"
 
@@ -38,14 +38,7 @@ def init_png(tmp_path_factory):
 
 
 def reference(components, scheduler_name, image, strength, seed, steps=5, guidance=7.5):
-    from diffusers import StableDiffusionImg2ImgPipeline
-
-    pipe = StableDiffusionImg2ImgPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=build_scheduler(scheduler_name, components.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = reference_pipeline(components, scheduler_name, img2img=True)
     out = pipe(PROMPT, image=image, strength=strength, num_inference_steps=steps, guidance_scale=guidance,
                generator=torch.Generator().manual_seed(seed), output_type="np")
     return out.images[0]  # [H, W, 3] float in [0, 1]

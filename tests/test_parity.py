@@ -7,26 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from ldm_cli.reference import reference_pipeline
 from ldm_cli.generation import SamplingPlan, TextToImage
 from ldm_cli.models import load_components, resolve_source
-from ldm_cli.schedulers import SCHEDULERS, build_scheduler
+from ldm_cli.schedulers import SCHEDULERS
 
 
 @pytest.fixture(scope="module")
 def components(tiny_model):
     return load_components(resolve_source(str(tiny_model)), "cpu", torch.float32)
-
-
-def reference_pipeline(components, scheduler_name):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=build_scheduler(scheduler_name, components.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def reference_image(components, scheduler_name, prompt, seed, steps, guidance, negative="", size=64):

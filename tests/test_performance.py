@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from ldm_cli.reference import reference_pipeline
 from ldm_cli.generation import SamplingPlan, TextToImage
 from ldm_cli.models import load_components, resolve_source
 from ldm_cli.performance import PerformanceSettings, apply_fast_paths, use_classic_attention
-from ldm_cli.schedulers import build_scheduler
 
 PROMPT, SEED, STEPS = "a red circle on a blue background", 42, 4
 
@@ -34,14 +34,7 @@ def fresh(tiny_model, dtype=torch.float32):
 
 
 def reference(components, size=64, guidance=7.5, scheduler="ddim"):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=build_scheduler(scheduler, components.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = reference_pipeline(components, scheduler)
     out = pipe(PROMPT, num_inference_steps=STEPS, guidance_scale=guidance, height=size, width=size,
                generator=torch.Generator().manual_seed(SEED), output_type="np")
     return out.images[0]
