@@ -11,7 +11,7 @@ import torch
 
 from ldm_cli.demo.recipe import RECIPE
 from ldm_cli.demo.shapes import random_scene, render_array, sample_training_scenes
-from ldm_cli.demo.train_vae import round_trip_psnr, save_vae, train_vae
+from ldm_cli.demo.train_vae import save_vae, train_vae
 
 VAE = dataclasses.replace(RECIPE.vae, crop=32, crop_batch=4, crop_steps=100, full_steps=0, warmup=10)
 
