@@ -17,7 +17,8 @@ PROMPT = "a red circle on a blue background"
 
 
 def main() -> None:
-    args = ["generate", PROMPT, "--seed", "7", "--out", "outputs/demo.png"]
+    # A seed the demo model gets right: it follows the prompt only part of the time (README, "The demo model").
+    args = ["generate", PROMPT, "--seed", "17", "--out", "outputs/demo.png"]
     if (BUNDLED_MODELS["demo"] / "model_index.json").exists():
         ldm_main([*args, "--model", "demo", "--steps", "30"])
         return
