@@ -146,3 +146,25 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ldm, tiny_model, shap
     state = json.loads((out / "checkpoints" / kept[-1] / "state.json").read_text())
     assert np.isfinite(state["loss"])
     assert not (out / "model_index.json").exists()  # no exported model from a diverged run
+
+
+def test_bf16_mixed_precision_gradient_checkpointing_and_text_encoder_lora(ldm, tiny_model, shapes, tmp_path):
+    """The engine options that run on a CPU too: accelerate's bf16 autocast, gradient checkpointing,
+    and LoRA on the text encoder as well; the LoRA still loads in `ldm generate`."""
+    result = ldm("finetune", shapes, "--model", tiny_model, "-o", "bf16", "--max-steps", "3", "--batch-size", "2",
+                 "--mixed-precision", "bf16", "--gradient-checkpointing", "--train-text-encoder", "--rank", "4",
+                 "--crop", "random", "--validation-steps", "1")
+    assert result.code == 0, result.stderr
+    out = tmp_path / "bf16"
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["settings"]["mixed_precision"] == "bf16"
+    assert run["settings"]["gradient_checkpointing"] and run["settings"]["train_text_encoder"]
+    losses = [float(r["loss"]) for r in _log(out)]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    from safetensors.torch import load_file
+
+    keys = load_file(out / "bf16.safetensors").keys()
+    assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
+    generated = ldm("generate", "a red circle", "--model", tiny_model, "--lora", out / "bf16.safetensors",
+                    "--steps", "2", "--seed", "1", "--out", "g.png")
+    assert generated.code == 0, generated.stderr
