@@ -151,10 +151,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ldm, tiny_model, shap
 def test_bf16_mixed_precision_gradient_checkpointing_and_text_encoder_lora(ldm, tiny_model, shapes, tmp_path):
     """The engine options that run on a CPU too: accelerate's bf16 autocast, gradient checkpointing,
     and LoRA on the text encoder as well; the LoRA still loads in `ldm generate`."""
-    result = ldm("finetune", shapes, "--model", tiny_model, "-o", "bf16", "--max-steps", "3", "--batch-size", "2",
-                 "--mixed-precision", "bf16", "--gradient-checkpointing", "--train-text-encoder", "--rank", "4",
-                 "--crop", "random", "--validation-steps", "1")
-    assert result.code == 0, result.stderr
+    import subprocess
+    import sys
+
+    # A fresh process: accelerate's state is a per-process singleton, and other tests in this process
+    # already fixed its mixed precision.
+    cmd = [sys.executable, "-m", "ldm_cli", "finetune", str(shapes), "--model", str(tiny_model), "-o", "bf16",
+           "--max-steps", "3", "--batch-size", "2", "--mixed-precision", "bf16", "--gradient-checkpointing",
+           "--train-text-encoder", "--rank", "4", "--crop", "random", "--validation-steps", "1"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
     out = tmp_path / "bf16"
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["settings"]["mixed_precision"] == "bf16"
