@@ -8,6 +8,14 @@ DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 
+def check_device_and_dtype(device: str, dtype: str) -> None:
+    """The flags' spelling only (no torch): whether the hardware is there is resolve_device's job."""
+    if dtype not in DTYPE_CHOICES:
+        raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPE_CHOICES)}")
+    if device not in ("auto", "cpu", "mps", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UsageError(f"--device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
+
+
 def resolve_device(name: str) -> str:
     """auto -> cuda, then mps, then cpu. An explicit device that is not there is a usage error."""
     import torch

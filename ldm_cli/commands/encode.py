@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ldm_cli.devices import check_device_and_dtype
 from ldm_cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt
 
 ENCODE_EXAMPLES = """Examples:
@@ -78,7 +79,7 @@ def encode(
         tile=tile, report=report, visualize=visualize, json_output=json_output,
         model=ModelSettings(model=model, revision=revision, offline=offline, device=device, dtype=dtype),
     )
-    _check_device_flags(device, dtype)
+    check_device_and_dtype(device, dtype)
     files = codec.validate_encode(settings)
     codec.run_encode(settings, files)
     return 0
@@ -107,13 +108,7 @@ def decode(
         inputs=tuple(latents), out=out, tile=tile, json_output=json_output, model_given=model is not None,
         model=ModelSettings(model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, device=device, dtype=dtype),
     )
-    _check_device_flags(device, dtype)
+    check_device_and_dtype(device, dtype)
     files = codec.validate_decode(settings)
     codec.run_decode(settings, files)
     return 0
-
-
-def _check_device_flags(device: str, dtype: str) -> None:
-    from ldm_cli.commands.generate_settings import _check_choices
-
-    _check_choices({"device": device, "dtype": dtype})

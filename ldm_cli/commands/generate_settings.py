@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm_cli.config import GenerateSettings, ModelSettings, validate_generate
-from ldm_cli.devices import DTYPE_CHOICES
+from ldm_cli.devices import check_device_and_dtype
 from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.lora import parse_lora_arg
 from ldm_cli.performance import PerformanceSettings
@@ -25,7 +25,7 @@ def build_settings(args: dict) -> GenerateSettings:
         explicit.setdefault("width", args["dim"])
     values.update(explicit)
     prompts = _prompts(args, values.pop("prompt", None))
-    _check_choices(args)
+    check_device_and_dtype(args["device"], args["dtype"])
     settings = GenerateSettings(
         prompts=prompts,
         negative_prompt=values["negative_prompt"],
@@ -148,9 +148,3 @@ def _from_a1111(parsed: dict) -> dict:
     return values
 
 
-def _check_choices(args: dict) -> None:
-    if args["dtype"] not in DTYPE_CHOICES:
-        raise UsageError(f"--dtype {args['dtype']!r}: choose one of {', '.join(DTYPE_CHOICES)}")
-    device = args["device"]
-    if device not in ("auto", "cpu", "mps", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise UsageError(f"--device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
