@@ -59,7 +59,10 @@ def test_text_to_image_training_resumes_exactly_and_writes_a_diffusers_folder(im
     captions = [c for _, c in sample_training_scenes(8, seed=1)]
     save_file({"latents": torch.randn(8, 4, 16, 16)}, str(tmp_path / "lat.safetensors"), metadata={"captions": json.dumps(captions)})
     save_vae(build_vae(VAE).eval(), tmp_path / "vae", 1.5)
-    recipe = dataclasses.replace(RECIPE, unet=dataclasses.replace(RECIPE.unet, steps=3, batch=2, warmup=1))
+    # Every option of the loop on: EMA (its state must resume too), v-prediction, min-SNR weights.
+    unet = dataclasses.replace(RECIPE.unet, steps=3, batch=2, warmup=1, ema_decay=0.9, terminal_signal=0.004,
+                               prediction_type="v_prediction", snr_gamma=5.0)
+    recipe = dataclasses.replace(RECIPE, unet=unet)
     args = (tmp_path / "lat.safetensors", tmp_path / "vae")
     straight = train_text_to_image(*args, tmp_path / "a", tmp_path / "a" / "model", recipe, log=lambda m: None)
     assert train_text_to_image(*args, tmp_path / "b", tmp_path / "b" / "model", recipe, log=lambda m: None, stop_after=2) is None
@@ -81,3 +84,32 @@ def test_decoder_polish_changes_the_decoder_but_not_the_latents(images, tmp_path
     polish_decoder(vae, images, tmp_path, dataclasses.replace(VAE, decoder_steps=3, decoder_batch=1), log=lambda m: None)
     assert torch.equal(encode_all(vae, images[:2]), latents)
     assert any(not torch.equal(decoder[k], v) for k, v in vae.decoder.state_dict().items())
+
+
+def test_rescaled_schedule_leaves_only_the_terminal_signal_and_every_scheduler_samples_with_it():
+    from ldm_cli.demo.train_text_to_image import build_scheduler
+    from ldm_cli.schedulers import SCHEDULERS, build_scheduler as sampler_named
+
+    unet = dataclasses.replace(RECIPE.unet, terminal_signal=0.004, prediction_type="v_prediction")
+    config = dict(build_scheduler(unet).config)
+    sd1 = build_scheduler(dataclasses.replace(unet, terminal_signal=None))
+    shipped = sampler_named("ddpm", config)
+    root = shipped.alphas_cumprod.sqrt()
+    assert root[-1].item() == pytest.approx(0.004, rel=1e-3)
+    assert root[0].item() == pytest.approx(sd1.alphas_cumprod[0].sqrt().item(), rel=1e-6)
+    assert bool((root[1:] < root[:-1]).all())  # still a noising schedule: the signal only shrinks
+    target = torch.full((1, 4, 4, 4), 0.5)
+    for name, spec in SCHEDULERS.items():  # a perfect v-predictor must land on its target with every sampler
+        sampler = sampler_named(name, config)
+        sampler.set_timesteps(12)
+        assert int(sampler.timesteps[0]) == 999  # trailing: sampling starts from (almost) pure noise
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(target.shape, generator=generator) * sampler.init_noise_sigma
+        for t in sampler.timesteps:
+            x_t = sampler.scale_model_input(x, t)
+            abar = sampler.alphas_cumprod[int(t)]
+            eps = (x_t - abar.sqrt() * target) / (1 - abar).sqrt()
+            v = abar.sqrt() * eps - (1 - abar).sqrt() * target
+            x = sampler.step(v, t, x, **({"generator": generator} if spec.stochastic else {})).prev_sample
+        # (DDIM/PNDM stop at t=0, which keeps a trace of noise: sqrt(1 - abar_0) = 0.03)
+        assert (x - target).abs().mean() < 0.05, (name, x.mean().item(), x.std().item())

@@ -15,13 +15,18 @@ def save_checkpoint(path: Path, model, optimizer, step: int, extra: dict | None 
     tmp.replace(path)  # an interrupted save never leaves a half-written checkpoint
 
 
-def load_checkpoint(path: Path, model, optimizer, log=print) -> int:
-    """Restore state if `path` exists; returns the step to continue from (0 for a fresh start)."""
+def load_checkpoint(path: Path, model, optimizer, log=print, restore_extra=None) -> int:
+    """Restore state if `path` exists; returns the step to continue from (0 for a fresh start).
+
+    restore_extra: called with the whole saved dict, for what was saved through `extra`.
+    """
     path = Path(path)
     if not path.exists():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if restore_extra is not None:
+        restore_extra(state)
     log(f"resuming from {path} at step {state['step']}")
     return int(state["step"])

@@ -56,10 +56,18 @@ class UnetRecipe:
     lr: float = 1.5e-3
     warmup: int = 100
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch of classifier-free guidance
-    # Offset noise: SD1's schedule leaves ~7% of the signal at t=999, so the mean of x_t tells a flat
-    # background's colour and the model learns to ignore the text for it; a random per-channel shift
-    # of the noise makes that mean useless (without it: background right in 14% of images).
+    # The noise schedule. SD1's scaled_linear betas leave sqrt(abar_T) = 0.068 of the signal at t=999: at
+    # 16x16 latents the mean of pure-looking noise still tells a flat image's colours, so the model learns
+    # to read them from x_T instead of the prompt, and at sampling time (true noise) colours come out
+    # random. Rescaling the same betas so that only `terminal_signal` is left (Lin et al. 2023, "Common
+    # Diffusion Noise Schedules and Sample Steps are Flawed"; not exactly 0, so sigma-based samplers stay
+    # finite) removes that shortcut; it needs v-prediction (epsilon carries no information at SNR ~ 0) and
+    # trailing timesteps (sampling starts at t=999).
+    terminal_signal: float | None = None  # None: SD1's own schedule
+    prediction_type: str = "epsilon"
+    snr_gamma: float | None = None  # min-SNR-gamma loss weights (Hang et al. 2023): faster convergence
     noise_offset: float = 0.2
+    ema_decay: float | None = None  # the shipped weights are this moving average of the trained ones
     seed: int = 2
 
 

@@ -21,6 +21,7 @@ from ldm_cli.demo.checkpoints import load_checkpoint, save_checkpoint
 from ldm_cli.demo.recipe import DemoRecipe, TextRecipe, UnetRecipe
 from ldm_cli.demo.train_vae import learning_rate
 from ldm_cli.models import SD15_CONFIG_DIR
+from ldm_cli.training.ema import EMA
 from ldm_cli.training.objective import diffusion_loss
 
 CHECKPOINT = "unet-checkpoint.pt"
@@ -57,11 +58,31 @@ def build_unet(recipe: UnetRecipe, cross_attention_dim: int, sample_size: int = 
     )
 
 
-def build_scheduler():
-    """SD1's noise schedule (scaled_linear betas, 1000 steps, epsilon prediction)."""
+def rescaled_betas(betas: torch.Tensor, terminal_signal: float) -> torch.Tensor:
+    """The same schedule shifted and scaled so that sqrt(abar_T) = terminal_signal (Lin et al. 2023).
+
+    sqrt(abar_t) is moved linearly: its first value stays, its last becomes terminal_signal.
+    """
+    root = torch.cumprod(1 - betas.double(), 0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first - terminal_signal) / (first - last) + terminal_signal
+    alphas_cumprod = root**2
+    alphas = torch.cat([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    return 1 - alphas
+
+
+def build_scheduler(recipe: UnetRecipe):
+    """The shipped sampler config: SD1's PNDM scheduler with the recipe's schedule and prediction type."""
     from diffusers import PNDMScheduler
 
-    return PNDMScheduler.from_pretrained(SD15_CONFIG_DIR / "scheduler")
+    sd1 = PNDMScheduler.from_pretrained(SD15_CONFIG_DIR / "scheduler")
+    if recipe.terminal_signal is None:
+        return PNDMScheduler.from_config(sd1.config, prediction_type=recipe.prediction_type)
+    betas = rescaled_betas(sd1.betas, recipe.terminal_signal)
+    return PNDMScheduler.from_config(
+        sd1.config, trained_betas=[round(b, 10) for b in betas.tolist()], prediction_type=recipe.prediction_type,
+        timestep_spacing="trailing", steps_offset=0,
+    )
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
@@ -94,6 +115,7 @@ def train_text_to_image(
 
     stop_after: checkpoint and return None at this step (call again to resume).
     """
+    from diffusers import DDPMScheduler
     from safetensors import safe_open
     from safetensors.torch import load_file
     from transformers import CLIPTokenizer
@@ -107,9 +129,13 @@ def train_text_to_image(
     empty = tokenize(tokenizer, [""])[0]
     torch.manual_seed(r.seed)
     model = Trainable(build_text_encoder(recipe.text), build_unet(r, recipe.text.hidden_size, latents.shape[-1]))
-    scheduler = build_scheduler()
+    scheduler = build_scheduler(r)
+    noiser = DDPMScheduler.from_config(scheduler.config)  # add_noise / get_velocity for the objective
     optimizer = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=0.01, fused=True)  # fused: 10x faster on CPU
-    step = load_checkpoint(Path(work_dir) / CHECKPOINT, model, optimizer, log)
+    ema = EMA(dict(model.named_parameters()), r.ema_decay) if r.ema_decay else None
+    step = load_checkpoint(
+        Path(work_dir) / CHECKPOINT, model, optimizer, log, restore_extra=(lambda state: ema.load_state_dict(state["ema"])) if ema else None
+    )
     model.train()
     last_save, started, running = time.monotonic(), time.monotonic(), None
     last = r.steps if stop_after is None else min(stop_after, r.steps)
@@ -122,20 +148,26 @@ def train_text_to_image(
         dropped = torch.rand(r.batch, generator=generator) < r.caption_dropout
         batch_ids[dropped] = empty
         text = model.text_encoder(batch_ids)[0]  # [B, 77, hidden]
-        loss = diffusion_loss(model.unet, scheduler, latents[index], text, generator=generator, noise_offset=r.noise_offset)
+        loss = diffusion_loss(
+            model.unet, noiser, latents[index], text, generator=generator, snr_gamma=r.snr_gamma, noise_offset=r.noise_offset
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if ema:
+            ema.update(dict(model.named_parameters()), step)
         step += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 25 == 0 or step == r.steps:
             log(f"unet step {step}/{r.steps} loss {running:.4f} {time.monotonic() - started:.0f}s")
         if time.monotonic() - last_save > checkpoint_seconds or step == last:
-            save_checkpoint(Path(work_dir) / CHECKPOINT, model, optimizer, step)
+            save_checkpoint(Path(work_dir) / CHECKPOINT, model, optimizer, step, extra={"ema": ema.state_dict()} if ema else None)
             last_save = time.monotonic()
     if step < r.steps:
         return None
+    if ema:
+        ema.copy_to(dict(model.named_parameters()))
     return save_model(model.eval(), scheduler, Path(vae_folder), Path(out_folder))
 
 

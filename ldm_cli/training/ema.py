@@ -22,6 +22,12 @@ class EMA:
         for name, p in params.items():
             self.shadow[name].lerp_(p.detach().float(), weight)
 
+    @torch.no_grad()
+    def copy_to(self, params: dict[str, torch.Tensor]) -> None:
+        """Overwrite the live weights with the averaged ones (at the end of training)."""
+        for name, p in params.items():
+            p.copy_(self.shadow[name].to(p.dtype))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
 
