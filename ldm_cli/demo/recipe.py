@@ -52,7 +52,7 @@ class UnetRecipe:
     attention_head_dim: int = 4  # diffusers' legacy name: the number of heads
     norm_num_groups: int = 8
     batch: int = 24
-    steps: int = 7000
+    steps: int = 12000
     lr: float = 1.5e-3
     warmup: int = 100
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch of classifier-free guidance
@@ -63,11 +63,11 @@ class UnetRecipe:
     # Diffusion Noise Schedules and Sample Steps are Flawed"; not exactly 0, so sigma-based samplers stay
     # finite) removes that shortcut; it needs v-prediction (epsilon carries no information at SNR ~ 0) and
     # trailing timesteps (sampling starts at t=999).
-    terminal_signal: float | None = None  # None: SD1's own schedule
-    prediction_type: str = "epsilon"
-    snr_gamma: float | None = None  # min-SNR-gamma loss weights (Hang et al. 2023): faster convergence
-    noise_offset: float = 0.2
-    ema_decay: float | None = None  # the shipped weights are this moving average of the trained ones
+    terminal_signal: float | None = 0.004  # None: SD1's own schedule
+    prediction_type: str = "v_prediction"
+    snr_gamma: float | None = 5.0  # min-SNR-gamma loss weights (Hang et al. 2023): faster convergence
+    noise_offset: float = 0.0  # offset noise: not needed once x_T carries no colour
+    ema_decay: float | None = 0.999  # the shipped weights are this moving average of the trained ones
     seed: int = 2
 
 
