@@ -46,6 +46,13 @@ def prompts_and_seeds(count: int, seed: int, held_out_share: float = 0.2) -> lis
     return jobs
 
 
+def load_maker(model: str) -> tuple:
+    """The model loaded the way `ldm generate --model MODEL` loads it, on the CPU: (components, maker, seconds)."""
+    settings = GenerateSettings(prompts=("",), model=ModelSettings(model=model, device="cpu"))
+    components, device, dtype, load_seconds = load_model(settings)
+    return components, TextToImage(components, device, dtype), load_seconds
+
+
 def run_set(maker: TextToImage, plan, jobs) -> tuple[list[dict], list[np.ndarray]]:
     rows, pixels = [], []
     for scene, seed in jobs:
@@ -119,10 +126,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    settings = GenerateSettings(prompts=("",), model=ModelSettings(model=args.model, device="cpu"))
-    components, device, dtype, load_seconds = load_model(settings)
-    maker = TextToImage(components, device, dtype)
-    plan = resolve_plan(settings, components)  # defaults: 50 steps, guidance 7.5, the model's scheduler
+    components, maker, load_seconds = load_maker(args.model)
+    plan = resolve_plan(GenerateSettings(prompts=("",)), components)  # defaults: 50 steps, guidance 7.5, the model's scheduler
     jobs = prompts_and_seeds(args.images, args.seed)
     started = time.perf_counter()
     rows, pixels = run_set(maker, plan, jobs)

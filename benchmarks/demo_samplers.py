@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from benchmarks.demo_adherence import RESULTS, accuracy, prompts_and_seeds, run_set
-from ldm_cli.config import GenerateSettings, ModelSettings
-from ldm_cli.generation import TextToImage
+from benchmarks.demo_adherence import RESULTS, accuracy, load_maker, prompts_and_seeds, run_set
+from ldm_cli.config import GenerateSettings
 from ldm_cli.schedulers import SCHEDULERS
-from ldm_cli.txt2img import load_model, resolve_plan
+from ldm_cli.txt2img import resolve_plan
 
 
 def main() -> None:
@@ -28,9 +27,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    settings = GenerateSettings(prompts=("",), model=ModelSettings(model="demo", device="cpu"))
-    components, device, dtype, _ = load_model(settings)
-    maker = TextToImage(components, device, dtype)
+    components, maker, _ = load_maker("demo")
     jobs = prompts_and_seeds(args.images, args.seed)
     table = {}
     for name in SCHEDULERS:
