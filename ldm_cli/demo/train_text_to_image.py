@@ -74,9 +74,10 @@ def rescaled_betas(betas: torch.Tensor, terminal_signal: float) -> torch.Tensor:
 def build_scheduler(recipe: UnetRecipe):
     """The shipped sampler config: SD1's betas, rescaled per the recipe, with its prediction type.
 
-    DDIM rather than SD1's PNDM: near zero terminal SNR, PNDM's 4-step extrapolation of the noise
-    estimate is amplified by 1 / sqrt(abar_t) (up to 250x) and at 20-30 steps it draws washed-out
-    pictures, where DDIM, Euler and DPM++ 2M are fine. set_alpha_to_one: the last step lands on x_0.
+    DDIM rather than SD1's PNDM: with near-zero terminal SNR, PNDM draws washed-out pictures at 20
+    and at 50 steps (benchmarks/demo_samplers.py; likely its multistep extrapolation across the first
+    step down from sigma = 250), where DDIM, Euler and DPM++ 2M are fine. set_alpha_to_one: the last
+    step lands on x_0.
     """
     from diffusers import DDIMScheduler
 
