@@ -113,3 +113,13 @@ def test_rescaled_schedule_leaves_only_the_terminal_signal_and_every_scheduler_s
             x = sampler.step(v, t, x, **({"generator": generator} if spec.stochastic else {})).prev_sample
         # (DDIM/PNDM stop at t=0, which keeps a trace of noise: sqrt(1 - abar_0) = 0.03)
         assert (x - target).abs().mean() < 0.05, (name, x.mean().item(), x.std().item())
+
+
+def test_build_refuses_a_work_folder_of_another_recipe(tmp_path):
+    from ldm_cli.demo.build import check_work_recipe
+
+    check_work_recipe(tmp_path, RECIPE)  # records it
+    check_work_recipe(tmp_path, RECIPE)  # same recipe: fine
+    changed = dataclasses.replace(RECIPE, unet=dataclasses.replace(RECIPE.unet, steps=RECIPE.unet.steps + 1))
+    with pytest.raises(SystemExit, match=r"different recipe \(changed: unet\).*--work NEW_FOLDER"):
+        check_work_recipe(tmp_path, changed)

@@ -30,6 +30,27 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def check_work_recipe(work: Path, recipe: DemoRecipe) -> None:
+    """Stages skip what `work` already holds, so it must hold a build of this same recipe.
+
+    The first run records the recipe in work/recipe.json; a later run with a changed recipe stops
+    with the fix instead of shipping old weights under the new recipe's name.
+    """
+    path = Path(work) / "recipe.json"
+    wanted = json.loads(json.dumps(recipe.to_dict()))
+    if path.exists():
+        held = json.loads(path.read_text())
+        if held != wanted:
+            changed = sorted(k for k in wanted if held.get(k) != wanted[k])
+            raise SystemExit(
+                f"{work} holds a build of a different recipe (changed: {', '.join(changed)}); "
+                f"delete {work} or pass --work NEW_FOLDER to rebuild with ldm_cli/demo/recipe.py"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
 def stage_data(work: Path, recipe: DemoRecipe) -> Path:
     from ldm_cli.demo.shapes import write_dataset
 
@@ -117,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the 2 cores are shared: one thread wastes nothing on spin-waits
     started = time.monotonic()
     wanted = STAGES[: STAGES.index(args.until) + 1]
+    check_work_recipe(args.work, RECIPE)
     data = stage_data(args.work, RECIPE)
     if "vae" in wanted:
         vae = stage_vae(args.work, RECIPE, data)
