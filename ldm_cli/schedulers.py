@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from ldm_cli.errors import UsageError
 
+NEVER = 10**9
+
 
 @dataclass(frozen=True)
 class SchedulerSpec:
@@ -19,18 +21,24 @@ class SchedulerSpec:
     description: str
     overrides: dict = field(default_factory=dict)
     stochastic: bool = False  # its step() draws fresh noise, so it must get the run's generator
+    # Steps it needs on a model whose schedule ends at near-zero SNR, measured on the demo model
+    # (benchmarks/demo_samplers.py): below it, washed-out colours. NEVER: poor at 20 and at 50 steps.
+    steps_near_zero_snr: int = 0
 
 
 _SPECS = [
     SchedulerSpec("ddpm", "DDPMScheduler", "DDPM", "ancestral DDPM (Ho et al. 2020); needs many steps", stochastic=True),
     SchedulerSpec("ddim", "DDIMScheduler", "DDIM", "deterministic DDIM (Song et al. 2021)"),
-    SchedulerSpec("pndm", "PNDMScheduler", "PLMS", "pseudo linear multistep; SD1's own default"),
-    SchedulerSpec("lms", "LMSDiscreteScheduler", "LMS", "linear multistep on k-diffusion sigmas"),
+    SchedulerSpec("pndm", "PNDMScheduler", "PLMS", "pseudo linear multistep; SD1's own default", steps_near_zero_snr=NEVER),
+    SchedulerSpec("lms", "LMSDiscreteScheduler", "LMS", "linear multistep on k-diffusion sigmas", steps_near_zero_snr=NEVER),
     SchedulerSpec("euler", "EulerDiscreteScheduler", "Euler", "Euler on k-diffusion sigmas (Karras et al. 2022)"),
     SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", "Euler a", "ancestral Euler; adds fresh noise each step", stochastic=True),
-    SchedulerSpec("heun", "HeunDiscreteScheduler", "Heun", "2nd-order Heun; two UNet calls per step"),
+    SchedulerSpec("heun", "HeunDiscreteScheduler", "Heun", "2nd-order Heun; two UNet calls per step", steps_near_zero_snr=50),
     SchedulerSpec("dpm2", "KDPM2DiscreteScheduler", "DPM2", "DPM-Solver-2 on k-diffusion sigmas"),
-    SchedulerSpec("dpm2-a", "KDPM2AncestralDiscreteScheduler", "DPM2 a", "ancestral DPM2", stochastic=True),
+    SchedulerSpec(
+        "dpm2-a", "KDPM2AncestralDiscreteScheduler", "DPM2 a", "ancestral DPM2", stochastic=True,
+        steps_near_zero_snr=50,
+    ),
     SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", "DPM-Solver++ 2M (Lu et al. 2022); good at 20-30 steps"),
     SchedulerSpec(
         "dpm++2m-karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras", "DPM++ 2M with Karras sigmas",
@@ -71,3 +79,25 @@ def build_scheduler(name: str, model_scheduler_config: dict):
     spec = spec_for(name)
     cls = getattr(diffusers, spec.class_name)
     return cls.from_config(dict(model_scheduler_config), **spec.overrides)
+
+
+def terminal_signal(model_scheduler_config: dict) -> float:
+    """sqrt(abar_T): how much of the image the model's noisiest training latents still hold (SD1: 0.068)."""
+    from diffusers import DDPMScheduler
+
+    return float(DDPMScheduler.from_config(dict(model_scheduler_config)).alphas_cumprod[-1].sqrt())
+
+
+def sampler_warning(name: str, steps: int, model_scheduler_config: dict) -> str | None:
+    """A one-line warning when the chosen sampler is known to do poorly with the model's schedule."""
+    needed = spec_for(name).steps_near_zero_snr
+    if steps >= needed:
+        return None
+    signal = terminal_signal(model_scheduler_config)
+    if signal >= 0.02:  # SD1 and most models: 0.068
+        return None
+    fix = "use ddim, euler, euler-a or dpm++2m" if needed == NEVER else f"use {needed}+ steps, or ddim, euler or dpm++2m"
+    return (
+        f"warning: --scheduler {name} draws washed-out pictures with this model (its noise schedule ends at "
+        f"near-zero SNR, sqrt(abar_T) = {signal:.3f}); {fix}"
+    )

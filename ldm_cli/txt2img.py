@@ -17,7 +17,7 @@ from ldm_cli.images import save_png, slugify
 from ldm_cli.models import Components, load_components, resolve_source
 from ldm_cli.performance import apply_fast_paths, check_device, cpu_has_native_bf16
 from ldm_cli.provenance import build_record, component_hashes, png_text
-from ldm_cli.schedulers import name_for_class
+from ldm_cli.schedulers import name_for_class, sampler_warning
 from ldm_cli.text import dropped_words
 
 
@@ -82,6 +82,9 @@ def run(settings: GenerateSettings) -> list[dict]:
     components, device, dtype, load_seconds = load_model(settings)
     plan = img2img.fit_plan(resolve_plan(settings, components), init)
     warn_truncation(components, settings.prompts + (settings.negative_prompt,))
+    warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
+    if warning:
+        say(warning)
     hashes = component_hashes(components)
     text_to_image = img2img.make_generator(components, device, dtype, init, hashes.get("vae") or hashes.get("checkpoint"))
     preview_map = None

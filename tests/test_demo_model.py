@@ -89,3 +89,19 @@ def test_demo_model_matches_stable_diffusion_pipeline(scheduler):
     ).images[0]
     ours = TextToImage(c, "cpu", torch.float32).generate(prompt, 5, SamplingPlan(128, 128, 8, 7.5, scheduler, "")).image
     assert np.abs(reference - ours[0].permute(1, 2, 0).numpy()).max() <= 1e-4
+
+
+def test_samplers_that_fail_near_zero_terminal_snr_are_named_before_they_run(ldm, tmp_path):
+    """PNDM draws washed-out pictures with this model's schedule (benchmarks/demo_samplers.py): say so."""
+    from ldm_cli.models import SD15_CONFIG_DIR
+    from ldm_cli.schedulers import sampler_warning
+
+    result = ldm("generate", "a red circle", "--model", "demo", "--scheduler", "pndm", "--steps", "2", "--out", tmp_path / "a.png")
+    assert result.code == 0 and "warning: --scheduler pndm draws washed-out pictures" in result.stderr
+    assert "use ddim" in result.stderr and (tmp_path / "a.png").exists()
+    result = ldm("generate", "a red circle", "--model", "demo", "--steps", "2", "--out", tmp_path / "b.png")
+    assert result.code == 0 and "washed-out" not in result.stderr
+    demo = json.loads((DEMO / "scheduler" / "scheduler_config.json").read_text())
+    assert sampler_warning("heun", 20, demo) and not sampler_warning("heun", 50, demo)
+    sd1 = json.loads((SD15_CONFIG_DIR / "scheduler" / "scheduler_config.json").read_text())
+    assert sampler_warning("pndm", 20, sd1) is None  # SD1's own schedule keeps 6.8% of the signal: PNDM is fine
