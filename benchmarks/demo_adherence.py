@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ldm_cli.config import GenerateSettings, ModelSettings
+from ldm_cli.pipeline.config import GenerateSettings, ModelSettings
 from ldm_cli.demo.checker import agrees, read_image
 from ldm_cli.demo.shapes import HELD_OUT, Scene, random_scene, render_array
-from ldm_cli.generation import TextToImage
-from ldm_cli.txt2img import load_model, resolve_plan
+from ldm_cli.pipeline.generation import TextToImage
+from ldm_cli.pipeline.txt2img import load_model, resolve_plan
 
 RESULTS = Path(__file__).parent / "results"
 ATTRIBUTES = ("colour", "background", "shape", "size")
@@ -96,7 +96,7 @@ def cli_round_trip_psnr(model: str, count: int = 32, seed: int = 123) -> dict:
 
     from PIL import Image
 
-    from ldm_cli.quality import psnr
+    from ldm_cli.pipeline.quality import psnr
 
     rng = random.Random(seed)
     images = render_array([random_scene(rng, allow_held_out=True) for _ in range(count)])

@@ -13,9 +13,9 @@ import argparse
 import json
 
 from benchmarks.demo_adherence import RESULTS, accuracy, load_maker, prompts_and_seeds, run_set
-from ldm_cli.config import GenerateSettings
-from ldm_cli.schedulers import SCHEDULERS
-from ldm_cli.txt2img import resolve_plan
+from ldm_cli.pipeline.config import GenerateSettings
+from ldm_cli.pipeline.schedulers import SCHEDULERS
+from ldm_cli.pipeline.txt2img import resolve_plan
 
 
 def main() -> None:

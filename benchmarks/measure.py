@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ldm_cli.reference import reference_pipeline
-from ldm_cli import latents as latent_ops
-from ldm_cli.generation import SamplingPlan, TextToImage
+from ldm_cli.pipeline import latents as latent_ops
+from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 
 PROMPT = "a red circle on a blue background"
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def unet_flops(unet, size_latent: int, batch: int, dtype) -> int:
     """FLOPs of one UNet call, counted by torch's FlopCounterMode (attention counted as its matmuls)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ldm_cli.performance import use_classic_attention, use_sdpa
+    from ldm_cli.models.performance import use_classic_attention, use_sdpa
 
     cfg = unet.config
     x = torch.randn(batch, cfg.in_channels, size_latent, size_latent, dtype=dtype)

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldm_cli.models import BUNDLED_MODELS, SD15_CONFIG_DIR
+from ldm_cli.models.loading import BUNDLED_MODELS, SD15_CONFIG_DIR
 
 CACHE = Path(__file__).parent / ".cache"
 

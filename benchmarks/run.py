@@ -29,9 +29,9 @@ import torch
 from benchmarks import measure
 from benchmarks.models import ModelCase, cases
 from benchmarks.report import write_chart, write_table
-from ldm_cli.models import load_components, quiet_library_logs, read_scheduler_config, resolve_source
-from ldm_cli.performance import PerformanceSettings, apply_fast_paths, compile_unet, use_classic_attention, use_sdpa
-from ldm_cli.schedulers import name_for_class
+from ldm_cli.models.loading import load_components, quiet_library_logs, read_scheduler_config, resolve_source
+from ldm_cli.models.performance import PerformanceSettings, apply_fast_paths, compile_unet, use_classic_attention, use_sdpa
+from ldm_cli.pipeline.schedulers import name_for_class
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -148,7 +148,7 @@ def fresh_processes(case: ModelCase) -> dict:
 
 def warm_up(folder: Path) -> None:
     """Read every weight file once (page cache) and fill ldm's hash cache."""
-    from ldm_cli.hashing import sha256_files
+    from ldm_cli.files.hashing import sha256_files
 
     for path in sorted(folder.glob("*/*.safetensors")):
         sha256_files([path])
@@ -158,8 +158,8 @@ def warm_up(folder: Path) -> None:
 
 
 def dry_run_estimate(case: ModelCase) -> int:
-    from ldm_cli.config import GenerateSettings, ModelSettings
-    from ldm_cli.dry_run import describe
+    from ldm_cli.pipeline.config import GenerateSettings, ModelSettings
+    from ldm_cli.pipeline.dry_run import describe
 
     settings = GenerateSettings(prompts=("x",), steps=case.e2e_steps, height=case.size, width=case.size,
                                 model=ModelSettings(model=str(case.folder), device="cpu", dtype="fp32"))
@@ -216,10 +216,10 @@ def compiled(case: ModelCase, scheduler, reference_components) -> dict:
 
 def preview_cost(components, latent: int, step_s: float, steps: int) -> dict:
     """--save-intermediates preview: fitting the map once plus one cheap frame per step, vs the loop."""
-    from ldm_cli.intermediates import IntermediateRecorder
-    from ldm_cli.latents import fit_preview_map
-    from ldm_cli.sampling import StepInfo
-    from ldm_cli.schedulers import build_scheduler
+    from ldm_cli.pipeline.intermediates import IntermediateRecorder
+    from ldm_cli.pipeline.latents import fit_preview_map
+    from ldm_cli.pipeline.sampling import StepInfo
+    from ldm_cli.pipeline.schedulers import build_scheduler
 
     started = time.perf_counter()
     preview_map = fit_preview_map(components.vae)

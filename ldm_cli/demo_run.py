@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ldm_cli.cli import main as ldm_main
-from ldm_cli.models import BUNDLED_MODELS
+from ldm_cli.models.loading import BUNDLED_MODELS
 
 PROMPT = "a red circle on a blue background"
 

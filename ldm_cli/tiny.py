@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ldm_cli.models import SD15_CONFIG_DIR
+from ldm_cli.models.loading import SD15_CONFIG_DIR
 
 HIDDEN = 32
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from ldm_cli.demo.checker import read_image
-from ldm_cli.models import BUNDLED_MODELS, load_components, resolve_source
+from ldm_cli.models.loading import BUNDLED_MODELS, load_components, resolve_source
 
 DEMO = BUNDLED_MODELS["demo"]
 pytestmark = pytest.mark.skipif(not (DEMO / "model_index.json").exists(), reason="demo model not built (make demo-model)")
@@ -79,7 +79,7 @@ def test_demo_model_matches_stable_diffusion_pipeline(scheduler):
     """The oracle on the shipped model's own config (v-prediction, rescaled betas, trailing steps)."""
     import torch
 
-    from ldm_cli.generation import SamplingPlan, TextToImage
+    from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
     from ldm_cli.reference import reference_pipeline
 
     c = load_components(resolve_source("demo"), "cpu", torch.float32, offline=True)
@@ -93,8 +93,8 @@ def test_demo_model_matches_stable_diffusion_pipeline(scheduler):
 
 def test_samplers_that_fail_near_zero_terminal_snr_are_named_before_they_run(ldm, tmp_path):
     """PNDM draws washed-out pictures with this model's schedule (benchmarks/demo_samplers.py): say so."""
-    from ldm_cli.models import SD15_CONFIG_DIR
-    from ldm_cli.schedulers import sampler_warning
+    from ldm_cli.models.loading import SD15_CONFIG_DIR
+    from ldm_cli.pipeline.schedulers import sampler_warning
 
     result = ldm("generate", "a red circle", "--model", "demo", "--scheduler", "pndm", "--steps", "2", "--out", tmp_path / "a.png")
     assert result.code == 0 and "warning: --scheduler pndm draws washed-out pictures" in result.stderr

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from ldm_cli import vae_ops
-from ldm_cli.image_io import load_image, to_tensor
-from ldm_cli.latent_files import LatentHeader, load_latents, save_latents
-from ldm_cli.latents import decode as decode_latents
-from ldm_cli.latents import to_uint8
-from ldm_cli.quality import channel_picture, psnr, ssim
+from ldm_cli.pipeline import vae_ops
+from ldm_cli.files.image_io import load_image, to_tensor
+from ldm_cli.files.latent_files import LatentHeader, load_latents, save_latents
+from ldm_cli.pipeline.latents import decode as decode_latents
+from ldm_cli.pipeline.latents import to_uint8
+from ldm_cli.pipeline.quality import channel_picture, psnr, ssim
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_tiled_matches_untiled_within_tolerance(vae, tmp_path):
 def test_automatic_tiling_threshold(vae):
     from diffusers import AutoencoderKL
 
-    from ldm_cli.models import SD15_CONFIG_DIR
+    from ldm_cli.models.loading import SD15_CONFIG_DIR
 
     with torch.device("meta"):  # the SD1.5 VAE's real config, without allocating its weights
         sd_vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD15_CONFIG_DIR / "vae"))

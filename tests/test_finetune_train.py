@@ -42,7 +42,7 @@ def _eval_loss(model_folder, data, unet) -> float:
     """Mean DDPM loss over the data set for fixed noise and timesteps: comparable across weights."""
     from diffusers import DDPMScheduler
 
-    from ldm_cli.models import load_components, resolve_source
+    from ldm_cli.models.loading import load_components, resolve_source
     from ldm_cli.training.cache import TensorCache
     from ldm_cli.training.data import scan
     from ldm_cli.training.inputs import Captions, Latents

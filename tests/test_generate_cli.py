@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from ldm_cli.metadata import parse_a1111
+from ldm_cli.files.metadata import parse_a1111
 
 
 def _pixels(path):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ldm_cli.errors import InputFileError, UsageError
-from ldm_cli.image_io import SizePolicy, expand_inputs, load_image, to_tensor
+from ldm_cli.files.image_io import SizePolicy, expand_inputs, load_image, to_tensor
 
 
 def halves(width=40, height=24):

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ldm_cli.reference import reference_pipeline
-from ldm_cli.generation import SamplingPlan
-from ldm_cli.image_io import load_image
-from ldm_cli.img2img import ImageToImage, InitSource
-from ldm_cli.latent_files import LatentHeader, load_latents, save_latents
-from ldm_cli.models import load_components, resolve_source
+from ldm_cli.pipeline.generation import SamplingPlan
+from ldm_cli.files.image_io import load_image
+from ldm_cli.pipeline.img2img import ImageToImage, InitSource
+from ldm_cli.files.latent_files import LatentHeader, load_latents, save_latents
+from ldm_cli.models.loading import load_components, resolve_source
 
 PROMPT = "a red square on a blue field"
 
@@ -61,8 +61,8 @@ def test_matches_img2img_pipeline(components, init_png, scheduler_name, strength
 
 
 def test_init_latents_match_the_pipeline_given_latents(components, init_png, tmp_path):
-    from ldm_cli import vae_ops
-    from ldm_cli.image_io import to_tensor
+    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.files.image_io import to_tensor
 
     encoding = vae_ops.encode(components.vae, to_tensor(load_image(init_png).pixels))
     header = LatentHeader(scaling_factor=0.18215, latent_kind="mean", model="tiny", vae_sha256="")

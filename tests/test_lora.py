@@ -59,7 +59,7 @@ def lora_files(tiny_model, tmp_path_factory):
 
 @pytest.mark.parametrize("fmt", ["diffusers", "kohya"])
 def test_ldm_merge_equals_the_trained_adapters(tiny_model, lora_files, fmt):
-    from ldm_cli.lora import LoraSpec, apply_loras
+    from ldm_cli.models.lora import LoraSpec, apply_loras
 
     expected, files = lora_files
     unet, text_encoder = _load(tiny_model)
@@ -81,7 +81,7 @@ def test_diffusers_load_lora_weights_reads_our_files(tiny_model, lora_files, fmt
 
 
 def test_scale_is_linear_and_repeatable(tiny_model, lora_files):
-    from ldm_cli.lora import apply_loras, parse_lora_arg
+    from ldm_cli.models.lora import apply_loras, parse_lora_arg
 
     _, files = lora_files
     unet, text_encoder = _load(tiny_model)

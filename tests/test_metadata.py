@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from ldm_cli.metadata import a1111_parameters, parse_a1111
+from ldm_cli.files.metadata import a1111_parameters, parse_a1111
 
 A1111_SAMPLE = (
     "a scarlet macaw, detailed\n"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ldm_cli.reference import reference_pipeline
-from ldm_cli.generation import SamplingPlan, TextToImage
-from ldm_cli.models import load_components, resolve_source
-from ldm_cli.schedulers import SCHEDULERS
+from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
+from ldm_cli.models.loading import load_components, resolve_source
+from ldm_cli.pipeline.schedulers import SCHEDULERS
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ldm_cli.reference import reference_pipeline
-from ldm_cli.generation import SamplingPlan, TextToImage
-from ldm_cli.models import load_components, resolve_source
-from ldm_cli.performance import PerformanceSettings, apply_fast_paths, use_classic_attention
+from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
+from ldm_cli.models.loading import load_components, resolve_source
+from ldm_cli.models.performance import PerformanceSettings, apply_fast_paths, use_classic_attention
 
 PROMPT, SEED, STEPS = "a red circle on a blue background", 42, 4
 
@@ -102,7 +102,7 @@ def test_compiled_unet_matches_reference(tiny_model, fp32_reference):
     """The UNet captured by torch.compile (TorchDynamo graphs + AOTAutograd) still gives the reference
     picture. The default inductor backend adds minutes of C++ compilation on 2 cores, so its parity
     is checked by the benchmark instead (benchmarks/results: compile max_abs_diff)."""
-    from ldm_cli.performance import compile_unet
+    from ldm_cli.models.performance import compile_unet
 
     components = fresh(tiny_model)
     compile_unet(components.unet, backend="aot_eager")
@@ -196,7 +196,7 @@ def test_committed_benchmark_results_render(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_native_bf16_warns(ldm, tiny_model):
-    from ldm_cli.performance import cpu_has_native_bf16
+    from ldm_cli.models.performance import cpu_has_native_bf16
 
     result = ldm("generate", "a cat", "--model", tiny_model, "--steps", "1", "--seed", "1", "--dtype", "bf16")
     assert result.code == 0, result.stderr

@@ -80,7 +80,7 @@ def test_prompt(ldm, prompt):
 @FAST
 @given(scheduler=st.one_of(st.sampled_from(["euler", "dpm++2m-karras", "unipc"]), st.text(max_size=8)))
 def test_scheduler(ldm, scheduler):
-    from ldm_cli.schedulers import SCHEDULERS
+    from ldm_cli.pipeline.schedulers import SCHEDULERS
 
     _assert_outcome(_run(ldm, "a cat", f"--scheduler={scheduler}"), scheduler in SCHEDULERS)
 

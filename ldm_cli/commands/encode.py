@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ldm_cli.devices import check_device_and_dtype
+from ldm_cli.models.devices import check_device_and_dtype
 from ldm_cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt
 
 ENCODE_EXAMPLES = """Examples:
@@ -69,9 +69,9 @@ def encode(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
 ) -> int:
-    from ldm_cli import codec
-    from ldm_cli.config import ModelSettings
-    from ldm_cli.image_io import SizePolicy
+    from ldm_cli.pipeline import codec
+    from ldm_cli.pipeline.config import ModelSettings
+    from ldm_cli.files.image_io import SizePolicy
 
     settings = codec.EncodeSettings(
         inputs=tuple(images), out=out, sample=sample, seed=seed,
@@ -101,8 +101,8 @@ def decode(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
 ) -> int:
-    from ldm_cli import codec
-    from ldm_cli.config import ModelSettings
+    from ldm_cli.pipeline import codec
+    from ldm_cli.pipeline.config import ModelSettings
 
     settings = codec.DecodeSettings(
         inputs=tuple(latents), out=out, tile=tile, json_output=json_output, model_given=model is not None,

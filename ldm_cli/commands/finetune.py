@@ -69,7 +69,7 @@ def finetune(
     allow_pickle: AllowPickleOpt = False,
     config: ConfigOpt = None,
 ) -> int:
-    from ldm_cli.config import ModelSettings
+    from ldm_cli.pipeline.config import ModelSettings
     from ldm_cli.training.settings import FinetuneSettings, validate_finetune
 
     settings = FinetuneSettings(

@@ -110,11 +110,11 @@ def generate(
 
     settings = build_settings(locals())
     if settings.dry_run:
-        from ldm_cli.dry_run import print_plan
+        from ldm_cli.pipeline.dry_run import print_plan
 
         print_plan(settings)
         return 0
-    from ldm_cli import txt2img
+    from ldm_cli.pipeline import txt2img
 
     txt2img.run(settings)
     return 0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldm_cli.config import GenerateSettings, ModelSettings, validate_generate
-from ldm_cli.devices import check_device_and_dtype
+from ldm_cli.pipeline.config import GenerateSettings, ModelSettings, validate_generate
+from ldm_cli.models.devices import check_device_and_dtype
 from ldm_cli.errors import InputFileError, UsageError
-from ldm_cli.lora import parse_lora_arg
-from ldm_cli.performance import PerformanceSettings
-from ldm_cli.schedulers import SCHEDULERS
+from ldm_cli.models.lora import parse_lora_arg
+from ldm_cli.models.performance import PerformanceSettings
+from ldm_cli.pipeline.schedulers import SCHEDULERS
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
 
@@ -98,7 +98,7 @@ def read_prompts_file(path: Path) -> tuple[str, ...]:
 
 def settings_from_image(path: Path) -> dict:
     """The settings an ldm PNG recorded; an A1111 `parameters` chunk works too."""
-    from ldm_cli.metadata import parse_a1111, read_png_metadata
+    from ldm_cli.files.metadata import parse_a1111, read_png_metadata
 
     try:
         chunks = read_png_metadata(path)

@@ -23,7 +23,7 @@ def info(
     json_output: JsonOpt = False,
 ) -> int:
     from ldm_cli.errors import InputFileError
-    from ldm_cli.metadata import read_png_metadata
+    from ldm_cli.files.metadata import read_png_metadata
 
     chunks = read_png_metadata(image)
     if chunks["ldm"] is None and chunks["parameters"] is None:
@@ -40,7 +40,7 @@ def info(
 
 
 def schedulers() -> int:
-    from ldm_cli.schedulers import SCHEDULERS
+    from ldm_cli.pipeline.schedulers import SCHEDULERS
 
     width = max(len(name) for name in SCHEDULERS)
     for name, spec in SCHEDULERS.items():

@@ -20,7 +20,7 @@ import torch
 from ldm_cli.demo.checkpoints import load_checkpoint, save_checkpoint
 from ldm_cli.demo.recipe import DemoRecipe, TextRecipe, UnetRecipe
 from ldm_cli.demo.train_vae import learning_rate
-from ldm_cli.models import SD15_CONFIG_DIR
+from ldm_cli.models.loading import SD15_CONFIG_DIR
 from ldm_cli.training.ema import EMA
 from ldm_cli.training.objective import diffusion_loss
 
@@ -92,7 +92,7 @@ def build_scheduler(recipe: UnetRecipe):
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    """The same tokenization as generation (ldm_cli.text): padded to 77 positions."""
+    """The same tokenization as generation (ldm_cli.pipeline.text): padded to 77 positions."""
     return tokenizer(
         captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids

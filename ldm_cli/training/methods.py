@@ -63,7 +63,7 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
 
 def save_full_model(output: Path, components, unet, text_encoder, unet_weights: dict | None) -> None:
     """A diffusers folder at `output`; model_index.json is written last, so it marks a complete model."""
-    from ldm_cli.models import SD15_CONFIG_DIR
+    from ldm_cli.models.loading import SD15_CONFIG_DIR
 
     staging = output / f".tmp-model-{os.getpid()}"
     if staging.exists():

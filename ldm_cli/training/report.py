@@ -17,7 +17,7 @@ def bundled_tokenizer():
 
     transformers.utils.logging.set_verbosity_error()  # we report long captions ourselves
 
-    from ldm_cli.models import SD15_CONFIG_DIR
+    from ldm_cli.models.loading import SD15_CONFIG_DIR
 
     return CLIPTokenizer.from_pretrained(SD15_CONFIG_DIR / "tokenizer")
 
@@ -51,7 +51,7 @@ def check_data(settings: FinetuneSettings) -> int:
 
 def native_resolution(settings: FinetuneSettings) -> int:
     """The model's native size from its configs, read without loading weights (512 if unknown)."""
-    from ldm_cli.models import SD15_CONFIG_DIR, resolve_source
+    from ldm_cli.models.loading import SD15_CONFIG_DIR, resolve_source
 
     try:
         source = resolve_source(settings.model.model, settings.model.revision)

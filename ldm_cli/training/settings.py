@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ldm_cli.config import ModelSettings
+from ldm_cli.pipeline.config import ModelSettings
 from ldm_cli.errors import UsageError
 
 METHODS = ("lora", "full")

@@ -78,8 +78,8 @@ def setup(s: FinetuneSettings) -> Run:
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
-    from ldm_cli.hashing import cache_dir
-    from ldm_cli.provenance import component_hashes
+    from ldm_cli.files.hashing import cache_dir
+    from ldm_cli.pipeline.provenance import component_hashes
     from ldm_cli.training.batches import BatchPlan
     from ldm_cli.training.cache import TensorCache
     from ldm_cli.training.inputs import Captions, Latents
@@ -121,7 +121,7 @@ def _distributed_without_gpu() -> bool:
 
 
 def _load_model(s: FinetuneSettings, accelerator):
-    from ldm_cli.models import load_components, resolve_source
+    from ldm_cli.models.loading import load_components, resolve_source
 
     m = s.model
     source = resolve_source(m.model, m.revision)

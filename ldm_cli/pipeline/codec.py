@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ldm_cli.config import MAX_SEED, ModelSettings
+from ldm_cli.pipeline.config import MAX_SEED, ModelSettings
 from ldm_cli.errors import InputFileError, ModelError, UsageError
-from ldm_cli.image_io import SizePolicy, expand_inputs
-from ldm_cli.latent_files import SUFFIX, LatentHeader, stem_of
+from ldm_cli.files.image_io import SizePolicy, expand_inputs
+from ldm_cli.files.latent_files import SUFFIX, LatentHeader, stem_of
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,9 @@ class LoadedVae:
 
 def load_vae(m: ModelSettings) -> LoadedVae:
     """Load only the VAE of --model (a diffusers folder's vae/, a bare VAE folder, a checkpoint, a Hub id)."""
-    from ldm_cli.devices import resolve_device, resolve_dtype
-    from ldm_cli.hashing import sha256_files
-    from ldm_cli.models import load_components, locate_hub_snapshot, quiet_library_logs, resolve_source
+    from ldm_cli.models.devices import resolve_device, resolve_dtype
+    from ldm_cli.files.hashing import sha256_files
+    from ldm_cli.models.loading import load_components, locate_hub_snapshot, quiet_library_logs, resolve_source
 
     source = resolve_source(m.model, m.revision)
     device = resolve_device(m.device)
@@ -141,7 +141,7 @@ def load_vae(m: ModelSettings) -> LoadedVae:
 def _load_vae_folder(folder: Path, dtype, allow_pickle: bool):
     from diffusers import AutoencoderKL
 
-    from ldm_cli.models import _guarded_load, _weight_files
+    from ldm_cli.models.loading import _guarded_load, _weight_files
 
     where = folder / "vae" if (folder / "vae" / "config.json").is_file() else folder
     if not (where / "config.json").is_file():
@@ -156,7 +156,7 @@ def _load_vae_folder(folder: Path, dtype, allow_pickle: bool):
 
 
 def run_encode(s: EncodeSettings, files: list[Path]) -> list[dict]:
-    from ldm_cli.image_io import load_image
+    from ldm_cli.files.image_io import load_image
 
     for path in files:  # every image is read and checked before the model loads
         load_image(path, s.size)
@@ -182,9 +182,9 @@ def _progress(items, desc: str):
 def _encode_one(s: EncodeSettings, loaded: LoadedVae, path: Path, seed: int | None) -> dict:
     import torch
 
-    from ldm_cli import vae_ops
-    from ldm_cli.image_io import load_image, to_tensor
-    from ldm_cli.latent_files import output_name, save_latents
+    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.files.image_io import load_image, to_tensor
+    from ldm_cli.files.latent_files import output_name, save_latents
 
     started = time.perf_counter()
     image = load_image(path, s.size)
@@ -219,9 +219,9 @@ def _encode_one(s: EncodeSettings, loaded: LoadedVae, path: Path, seed: int | No
 
 
 def _reconstruction(loaded: LoadedVae, latents, pixels, tile) -> dict:
-    from ldm_cli import vae_ops
-    from ldm_cli.latents import to_uint8
-    from ldm_cli.quality import psnr, ssim
+    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.pipeline.latents import to_uint8
+    from ldm_cli.pipeline.quality import psnr, ssim
 
     images, _ = vae_ops.decode(loaded.vae, latents, tile)
     again = to_uint8(images)[0]
@@ -229,8 +229,8 @@ def _reconstruction(loaded: LoadedVae, latents, pixels, tile) -> dict:
 
 
 def _write_channel_picture(latents, written: Path, header: LatentHeader) -> Path:
-    from ldm_cli.images import save_png
-    from ldm_cli.quality import channel_picture
+    from ldm_cli.files.images import save_png
+    from ldm_cli.pipeline.quality import channel_picture
 
     text = {"ldm": json.dumps({"tool": "ldm", "command": "encode --visualize", "latents": written.name,
                                "source": header.source_name, "kind": header.latent_kind})}
@@ -261,7 +261,7 @@ def _print_encode(s: EncodeSettings, r: dict, elements: int) -> None:
 
 
 def run_decode(s: DecodeSettings, files: list[Path]) -> list[dict]:
-    from ldm_cli.latent_files import load_latents
+    from ldm_cli.files.latent_files import load_latents
 
     latent_files = [load_latents(p, s.model.allow_pickle) for p in files]  # all checked before the model loads
     model = _decode_model(s, latent_files)
@@ -277,7 +277,7 @@ def _decode_model(s: DecodeSettings, latent_files) -> ModelSettings:
     """--model if given, else the model the first file records (so `ldm decode x.latent.safetensors` just works)."""
     from dataclasses import replace
 
-    from ldm_cli.models import resolve_source
+    from ldm_cli.models.loading import resolve_source
 
     recorded = next((f.header.model for f in latent_files if f.header and f.header.model), None)
     if s.model_given or recorded is None:
@@ -319,10 +319,10 @@ def check_fits(latent_file, vae, spec: str, vae_sha256: str) -> None:
 def _decode_one(s: DecodeSettings, loaded: LoadedVae, latent_file) -> dict:
     from dataclasses import asdict
 
-    from ldm_cli import vae_ops
-    from ldm_cli.images import save_png
-    from ldm_cli.latents import to_uint8
-    from ldm_cli.metadata import FORMAT_VERSION, library_versions
+    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.files.images import save_png
+    from ldm_cli.pipeline.latents import to_uint8
+    from ldm_cli.files.metadata import FORMAT_VERSION, library_versions
 
     started = time.perf_counter()
     latents = latent_file.latents.to(loaded.device, loaded.dtype)

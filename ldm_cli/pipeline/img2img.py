@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ldm_cli.config import DEFAULT_STRENGTH, kept_steps
+from ldm_cli.pipeline.config import DEFAULT_STRENGTH, kept_steps
 from ldm_cli.errors import UsageError
-from ldm_cli.generation import SamplingPlan, TextToImage
-from ldm_cli.sampling import initial_noise
+from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
+from ldm_cli.pipeline.sampling import initial_noise
 
 
 
@@ -55,13 +55,13 @@ def load_init(settings) -> InitSource | None:
         return None
     strength = settings.strength if settings.strength is not None else DEFAULT_STRENGTH
     if settings.init_image is not None:
-        from ldm_cli.image_io import SizePolicy, load_image
+        from ldm_cli.files.image_io import SizePolicy, load_image
 
         policy = SizePolicy(settings.height, settings.width, settings.resize or "crop")
         image = load_image(settings.init_image, policy)
         _check_size(settings.init_image, image.size)
         return InitSource(settings.init_image, strength, image=image)
-    from ldm_cli.latent_files import load_latents
+    from ldm_cli.files.latent_files import load_latents
 
     latent_file = load_latents(settings.init_latents, settings.model.allow_pickle)
     width, height = latent_file.pixel_size
@@ -72,7 +72,7 @@ def load_init(settings) -> InitSource | None:
 
 
 def _check_size(path: Path, size: tuple[int, int]) -> None:
-    from ldm_cli.config import MAX_SIZE, MIN_SIZE
+    from ldm_cli.pipeline.config import MAX_SIZE, MIN_SIZE
 
     if not all(MIN_SIZE <= side <= MAX_SIZE for side in size):
         raise UsageError(
@@ -102,7 +102,7 @@ class ImageToImage(TextToImage):
         super().__init__(components, device, dtype)
         self.init = init
         if init.latent_file is not None:
-            from ldm_cli.codec import check_fits
+            from ldm_cli.pipeline.codec import check_fits
 
             check_fits(init.latent_file, components.vae, components.source.spec, vae_hash or "")
 
@@ -121,8 +121,8 @@ class ImageToImage(TextToImage):
         """x_0 in the UNet's space: a seeded posterior sample of the image, or the given latents."""
         if self.init.latent_file is not None:
             return self.init.latent_file.latents.to(self.device, self.dtype)
-        from ldm_cli import vae_ops
-        from ldm_cli.image_io import to_tensor
+        from ldm_cli.pipeline import vae_ops
+        from ldm_cli.files.image_io import to_tensor
 
         pixels = to_tensor(self.init.image.pixels).to(self.device, self.dtype)
         return vae_ops.encode(self.components.vae, pixels, sample=True, generator=generator).latents.to(self.dtype)

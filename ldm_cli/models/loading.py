@@ -18,7 +18,7 @@ from pathlib import Path
 from ldm_cli.errors import ModelError, UsageError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parent.parent / "assets"
 SD15_CONFIG_DIR = ASSETS / "sd15"
 BUNDLED_MODELS = {"demo": ASSETS / "demo"}
 

@@ -9,16 +9,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ldm_cli import img2img
-from ldm_cli.config import GenerateSettings, output_is_folder
-from ldm_cli.devices import dtype_name, resolve_device, resolve_dtype
-from ldm_cli.generation import SamplingPlan
-from ldm_cli.images import save_png, slugify
-from ldm_cli.models import Components, load_components, resolve_source
-from ldm_cli.performance import apply_fast_paths, check_device, cpu_has_native_bf16
-from ldm_cli.provenance import build_record, component_hashes, png_text
-from ldm_cli.schedulers import name_for_class, sampler_warning
-from ldm_cli.text import dropped_words
+from ldm_cli.pipeline import img2img
+from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
+from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
+from ldm_cli.pipeline.generation import SamplingPlan
+from ldm_cli.files.images import save_png, slugify
+from ldm_cli.models.loading import Components, load_components, resolve_source
+from ldm_cli.models.performance import apply_fast_paths, check_device, cpu_has_native_bf16
+from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
+from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
+from ldm_cli.pipeline.text import dropped_words
 
 
 def say(message: str) -> None:
@@ -40,7 +40,7 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
         source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
     )
     if settings.loras:  # merged into the weights after loading, in the order given
-        from ldm_cli.lora import apply_loras, parse_lora_arg
+        from ldm_cli.models.lora import apply_loras, parse_lora_arg
 
         apply_loras(components.unet, components.text_encoder, [parse_lora_arg(v) for v in settings.loras])
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
@@ -89,7 +89,7 @@ def run(settings: GenerateSettings) -> list[dict]:
     text_to_image = img2img.make_generator(components, device, dtype, init, hashes.get("vae") or hashes.get("checkpoint"))
     preview_map = None
     if settings.save_intermediates and settings.intermediates_mode == "preview":
-        from ldm_cli.latents import fit_preview_map
+        from ldm_cli.pipeline.latents import fit_preview_map
 
         preview_map = fit_preview_map(components.vae)
     base_seed = settings.seed if settings.seed is not None else secrets.randbelow(2**32)
@@ -110,7 +110,7 @@ def run(settings: GenerateSettings) -> list[dict]:
 def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map) -> dict:
     from tqdm import tqdm
 
-    from ldm_cli.intermediates import IntermediateRecorder
+    from ldm_cli.pipeline.intermediates import IntermediateRecorder
 
     recorder = None
     if settings.save_intermediates:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from ldm_cli import __version__
-from ldm_cli.hashing import sha256_files
-from ldm_cli.metadata import A1111_KEY, FORMAT_VERSION, JSON_KEY, a1111_parameters, library_versions
-from ldm_cli.models import Components
-from ldm_cli.schedulers import spec_for
+from ldm_cli.files.hashing import sha256_files
+from ldm_cli.files.metadata import A1111_KEY, FORMAT_VERSION, JSON_KEY, a1111_parameters, library_versions
+from ldm_cli.models.loading import Components
+from ldm_cli.pipeline.schedulers import spec_for
 
 
 def component_hashes(components: Components) -> dict[str, str]:

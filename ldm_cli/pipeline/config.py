@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ldm_cli.errors import UsageError
-from ldm_cli.performance import PerformanceSettings
+from ldm_cli.models.performance import PerformanceSettings
 
 MAX_SEED = 2**64 - 1
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -63,7 +63,7 @@ class GenerateSettings:
 
 def validate_generate(s: GenerateSettings) -> None:
     """Every check that needs no model. Raises UsageError naming the flag, the value and the fix."""
-    from ldm_cli.schedulers import spec_for
+    from ldm_cli.pipeline.schedulers import spec_for
 
     if not s.prompts:
         raise UsageError("no prompt given; pass a prompt or --prompts-file FILE")
@@ -109,7 +109,7 @@ def check_strength(strength: float, steps: int) -> None:
 
 
 def _validate_img2img(s: GenerateSettings) -> None:
-    from ldm_cli.image_io import SizePolicy
+    from ldm_cli.files.image_io import SizePolicy
 
     if s.init_image is not None and s.init_latents is not None:
         raise UsageError("pass either --init-image or --init-latents, not both")

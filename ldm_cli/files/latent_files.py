@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ldm_cli.errors import InputFileError
-from ldm_cli.images import write_new_file
+from ldm_cli.files.images import write_new_file
 
 FORMAT = "ldm-latents"
 FORMAT_VERSION = 1

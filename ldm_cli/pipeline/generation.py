@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ldm_cli import latents as latent_ops
-from ldm_cli.guidance import uses_unconditional_pass
-from ldm_cli.models import Components
-from ldm_cli.sampling import Conditioning, denoise, initial_noise
-from ldm_cli.schedulers import build_scheduler, spec_for
-from ldm_cli.text import encode_prompts
+from ldm_cli.pipeline import latents as latent_ops
+from ldm_cli.pipeline.guidance import uses_unconditional_pass
+from ldm_cli.models.loading import Components
+from ldm_cli.pipeline.sampling import Conditioning, denoise, initial_noise
+from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
+from ldm_cli.pipeline.text import encode_prompts
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from ldm_cli.models import SD15_CONFIG_DIR, ModelSource, resolve_source
-from ldm_cli.performance import check_device
+from ldm_cli.models.loading import SD15_CONFIG_DIR, ModelSource, resolve_source
+from ldm_cli.models.performance import check_device
 
 K_UNET = 24
 K_VAE = 8  # measured: SD1.5's VAE decoding 768x768 peaks at 2.3 GB over its weights, 7.6 x 128 x 768^2 x 4 bytes
@@ -29,9 +29,9 @@ _CONFIG_FILES = {"unet": "unet/config.json", "vae": "vae/config.json", "text_enc
 
 def describe(settings) -> dict:
     """Everything the run would use, resolved without loading weights."""
-    from ldm_cli.devices import dtype_name, resolve_device, resolve_dtype
-    from ldm_cli.guidance import uses_unconditional_pass
-    from ldm_cli.schedulers import name_for_class
+    from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
+    from ldm_cli.pipeline.guidance import uses_unconditional_pass
+    from ldm_cli.pipeline.schedulers import name_for_class
 
     m = settings.model
     source = resolve_source(m.model, m.revision)
@@ -125,7 +125,7 @@ def _hub_cache_configs(source: ModelSource) -> dict | None:
 def _init_size(settings) -> tuple[int, int] | None:
     if getattr(settings, "init_image", None) is None and getattr(settings, "init_latents", None) is None:
         return None
-    from ldm_cli import img2img
+    from ldm_cli.pipeline import img2img
 
     return img2img.load_init(settings).size
 
@@ -136,7 +136,7 @@ def count_parameters(configs: dict) -> dict[str, int]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ldm_cli.models import quiet_library_logs
+    from ldm_cli.models.loading import quiet_library_logs
 
     quiet_library_logs()
     with torch.device("meta"):

@@ -1,0 +1,1 @@
+"""Models: resolving --model, loading components, LoRA, devices and fast paths."""
