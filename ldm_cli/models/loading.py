@@ -98,71 +98,11 @@ def resolve_source(spec: str | None, revision: str | None = None) -> ModelSource
 def locate_hub_snapshot(
     source: ModelSource, offline: bool, allow_pickle: bool, variant: str | None = None
 ) -> ModelSource:
-    """Download (or find in the HF cache) the files a Hub model needs; return it as a folder source.
+    """Download (or find in the HF cache) the files a Hub model needs; return it as a folder source."""
+    from ldm_cli.models.hub import model_snapshot
 
-    Only the weights that will be read are fetched: the default ones, or the --variant's where the repo
-    has them (a component without that variant falls back to its default weights, as diffusers does).
-    """
-    offline = offline or _env_flag("HF_HUB_OFFLINE")
-    configs = ["model_index.json", "tokenizer/*", *(f"{c}/*.json" for c in COMPONENTS)]
-    weights = [c for c in WEIGHT_COMPONENTS]
-    if variant:
-        folder = _hub_download(source, configs + _variant_patterns(weights, variant, allow_pickle), [], offline)
-        weights = [c for c in weights if not has_variant(folder / c, variant)]
-    folder = _hub_download(source, configs + [f"{c}/*" for c in weights], _default_ignores(allow_pickle), offline)
-    if not variant:  # an fp16-only repo: fetch the fp16 weights of the components that have nothing else
-        bare = [c for c in weights if not _has_default_weights(folder / c, allow_pickle)]
-        if bare:
-            folder = _hub_download(source, configs + _variant_patterns(bare, "fp16", allow_pickle), [], offline)
+    folder = model_snapshot(source.spec, source.revision, offline or _env_flag("HF_HUB_OFFLINE"), allow_pickle, variant)
     return ModelSource(source.spec, "hub", folder, source.revision)
-
-
-def _variant_patterns(components, variant: str, allow_pickle: bool) -> list[str]:
-    suffixes = ["safetensors", *(["bin"] if allow_pickle else [])]
-    patterns = []
-    for c in components:
-        for suffix in suffixes:
-            patterns += [f"{c}/*.{variant}.{suffix}", f"{c}/*.{variant}-*.{suffix}", f"{c}/*.index.{variant}.json"]
-    return patterns
-
-
-def _default_ignores(allow_pickle: bool) -> list[str]:
-    ignore = ["*.fp16.*", "*.fp16-*", "*non_ema*", "*.msgpack", "*.onnx", "*.onnx_data", "*.h5", "*.ckpt"]
-    return ignore if allow_pickle else ignore + ["*.bin", "*.pt", "*.pth"]
-
-
-def _has_default_weights(component_dir: Path, allow_pickle: bool) -> bool:
-    try:
-        return choose_weights(component_dir, None, allow_pickle).variant is None
-    except ModelError:
-        return False
-
-
-def _hub_download(source: ModelSource, allow: list[str], ignore: list[str], offline: bool) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        return Path(snapshot_download(
-            source.spec, revision=source.revision, allow_patterns=allow, ignore_patterns=ignore or None,
-            local_files_only=offline,
-        ))
-    except LocalEntryNotFoundError:
-        if offline:
-            raise ModelError(
-                f"--model {source.spec}: not in the Hugging Face cache and offline mode is on; "
-                "run once without --offline/HF_HUB_OFFLINE, or pass a local folder or .safetensors file"
-            ) from None
-        raise ModelError(
-            f"--model {source.spec}: the Hugging Face Hub could not be reached and the model is not in the cache; "
-            "check your connection, or pass a local folder or .safetensors file"
-        ) from None
-    except RevisionNotFoundError:
-        raise ModelError(f"--revision {source.revision}: no such revision of {source.spec}") from None
-    except RepositoryNotFoundError:
-        raise ModelError(f"--model {source.spec}: no such Hub repository (or it is private; run `hf auth login`)") from None
-    except OSError as exc:  # network failures surface as OSError subclasses
-        raise ModelError(f"--model {source.spec}: could not reach the Hub ({exc}); retry or use --offline") from None
 
 
 def load_components(
@@ -366,6 +306,11 @@ def _guarded_load(component: str, where: Path, load, hint: str = "re-download it
     except ModelError:
         raise
     except Exception as exc:  # diffusers/transformers/safetensors raise many types for bad files
+        if "shape" in str(exc) or "size mismatch" in str(exc):  # intact file, other architecture or config
+            raise ModelError(
+                f"could not load {component} from {where}: its tensor shapes do not fit the configs used "
+                f"({_short(exc, 160)}) — {hint}"
+            ) from None
         raise ModelError(
             f"could not load {component} from {where}: {_short(exc)}; the file may be truncated, corrupt or "
             f"for another architecture — {hint}"

@@ -105,14 +105,13 @@ def _load_file(path: Path, dtype, config_root: Path, allow_pickle: bool):
 
 
 def _hub_folder(spec: str, offline: bool, allow_pickle: bool) -> Path:
-    from ldm_cli.models.loading import ModelSource, _hub_download
+    import os
+
+    from ldm_cli.models.hub import download
 
     names = ["config.json", "diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model.safetensors.index.json"]
     if allow_pickle:
         names.append("diffusion_pytorch_model*.bin")
     allow = names + [f"vae/{n}" for n in names]
-    ignore = ["*.fp16.*", "*.fp16-*"]
-    try:
-        return _hub_download(ModelSource(spec, "hub", None), allow, ignore, offline)
-    except ModelError as exc:
-        raise ModelError(str(exc).replace("--model", "--vae", 1)) from None
+    offline = offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return download(spec, None, allow, ["*.fp16.*", "*.fp16-*"], offline, flag="--vae")
