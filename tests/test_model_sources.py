@@ -173,9 +173,12 @@ def test_hub_fp16_only_repo_and_variant_offline(ldm, tiny_model, tmp_path, monke
     assert np.array_equal(_pixels(tmp_path / "b.png"), _pixels(tmp_path / "c.png"))
 
 
-def test_variant_value_is_checked_before_loading(ldm, tiny_model):
+def test_variant_value_is_checked_before_loading(ldm, tiny_model, tmp_path):
     result = _gen(ldm, tiny_model, "x.png", "--variant", "../fp16")
     assert result.code == 2 and "--variant '../fp16'" in result.stderr
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    single = _gen(ldm, tmp_path / "model.safetensors", "x.png", "--variant", "fp16")
+    assert single.code == 1 and "single file, which has no variants" in single.stderr
 
 
 # --- LCM and the model's own scheduler -------------------------------------------------------------

@@ -132,6 +132,8 @@ def load_components(
     if source.kind == "hub":
         source = locate_hub_snapshot(source, offline, allow_pickle, variant)
     if source.kind == "single-file":
+        if variant:
+            raise ModelError(f"--variant {variant}: {source.path.name} is a single file, which has no variants; drop --variant")
         config_dir = single_file_config or SD15_CONFIG_DIR
         components = _load_single_file(source, dtype, allow_pickle, config_dir, ema, with_vae=vae_source is None)
     else:
