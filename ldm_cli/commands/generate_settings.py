@@ -60,9 +60,9 @@ def build_settings(args: dict) -> GenerateSettings:
             config=args["config"],
             device=args["device"],
             dtype=args["dtype"],
-            variant=args.get("variant"),
+            variant=args.get("variant") or values.get("variant"),
             vae=args.get("vae") or values.get("vae"),
-            ema=args.get("ema", False),
+            ema=args.get("ema", False) or values.get("ema", False),
         ),
     )
     validate_generate(settings)
@@ -118,7 +118,8 @@ def settings_from_image(path: Path) -> dict:
             "prompt": record["prompt"], "seed": record["seed"], "negative_prompt": s["negative_prompt"],
             "steps": s["steps"], "guidance": s["guidance"], "height": s["height"], "width": s["width"],
             "scheduler": s["scheduler"], "model": record["model"]["spec"], "revision": record["model"].get("revision"),
-            "vae": (record["model"].get("vae") or {}).get("spec"),
+            "vae": (record["model"].get("vae") or {}).get("spec"), "variant": record["model"].get("variant"),
+            "ema": record["model"].get("ema", False),
             **_img2img_from_record(record.get("img2img")),
         }
     if chunks["parameters"]:

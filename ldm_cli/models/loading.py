@@ -60,6 +60,8 @@ class Components:
     scheduler_config: dict
     weight_files: dict[str, list[Path]] = field(default_factory=dict)
     vae_source: object | None = None  # a VaeSource when --vae replaced the model's own VAE
+    variant: str | None = None  # the --variant asked for (each component's files: weight_files)
+    ema: bool = False  # a single file's EMA UNet weights were used
 
     @property
     def vae_scale_factor(self) -> int:
@@ -151,6 +153,7 @@ def load_components(
             vae_source, dtype, config_root=config_dir, offline=offline, allow_pickle=allow_pickle
         )
         components.vae_source = vae_source
+    components.variant, components.ema = variant, ema
     for model in (components.text_encoder, components.vae, components.unet):
         model.to(device).eval().requires_grad_(False)
     return components

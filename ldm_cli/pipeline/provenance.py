@@ -61,6 +61,8 @@ def build_record(*, prompt: str, seed: int, settings: dict, components: Componen
             "revision": source.revision,
             "hashes": hashes,
             **({"vae": _vae_record(components, hashes)} if components.vae_source is not None else {}),
+            **({"variant": components.variant} if components.variant else {}),
+            **({"ema": True} if components.ema else {}),
         },
         "device": device,
         "dtype": dtype,

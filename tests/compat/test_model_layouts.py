@@ -208,8 +208,11 @@ def test_variant_fp16_reads_and_hashes_the_fp16_files(ctx, ldm, tmp_path):
     assert _generate(ldm, folder, "default.png").code == 0
     assert _generate(ldm, folder, "fp16.png", "--variant", "fp16").code == 0
     assert np.abs(_pixels(tmp_path / "default.png") - _pixels(tmp_path / "fp16.png")).max() > 1  # other weights
-    hashes = _record(tmp_path / "fp16.png")["model"]["hashes"]
-    assert hashes["unet"] == _sha(folder / "unet" / "diffusion_pytorch_model.fp16.safetensors")
+    record = _record(tmp_path / "fp16.png")["model"]
+    assert record["hashes"]["unet"] == _sha(folder / "unet" / "diffusion_pytorch_model.fp16.safetensors")
+    assert record["variant"] == "fp16" and "variant" not in _record(tmp_path / "default.png")["model"]
+    assert ldm("generate", "--from", tmp_path / "fp16.png", "--out", "again.png").code == 0  # --from keeps it
+    assert np.array_equal(_pixels(tmp_path / "again.png"), _pixels(tmp_path / "fp16.png"))
     missing = _generate(ldm, ctx.base, "x.png", "--variant", "bf16")
     assert missing.code == 1 and "--variant bf16" in missing.stderr and "no bf16 weights" in missing.stderr
 
@@ -229,6 +232,9 @@ def test_ema_weights_are_used_only_when_asked(ctx, ldm, tmp_path):
     assert _generate(ldm, path, "normal.png", "--config", ctx.cfg).code == 0
     assert _generate(ldm, path, "ema.png", "--config", ctx.cfg, "--ema").code == 0
     assert np.abs(_pixels(tmp_path / "normal.png") - _pixels(tmp_path / "ema.png")).max() > 1
+    assert _record(tmp_path / "ema.png")["model"]["ema"] is True
+    again = ldm("generate", "--from", tmp_path / "ema.png", "--config", ctx.cfg, "--out", "again.png")
+    assert again.code == 0 and np.array_equal(_pixels(tmp_path / "again.png"), _pixels(tmp_path / "ema.png"))
     no_ema = _generate(ldm, ctx.single, "x.png", "--config", ctx.cfg, "--ema")
     assert no_ema.code == 1 and "no EMA copy" in no_ema.stderr
     folder = _generate(ldm, ctx.base, "y.png", "--ema")
