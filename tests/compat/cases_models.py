@@ -34,6 +34,10 @@ CASES = [
      "ldm": "refused: a Stable Diffusion 2.x model, ldm runs SD1.x", "diffusers": "loads"},
     {"name": "single file SD1", "file": "A1111 `.safetensors`: `model.diffusion_model.*`, `first_stage_model.*`, "
      "`cond_stage_model.transformer.text_model.*`", "ldm": SAME, "diffusers": "loads"},
+    {"name": "single file .ckpt", "file": "pickle checkpoint (`{\"state_dict\": ...}`)",
+     "ldm": "refused: pickle can run code, pass `--allow-pickle`", "diffusers": "loads"},
+    {"name": "single file .ckpt, --allow-pickle", "file": "the same file with `--allow-pickle`",
+     "ldm": SAME, "diffusers": "loads"},
     {"name": "single file, old CLIP names", "file": "`cond_stage_model.transformer.encoder.*` (no `text_model.`), "
      "remapped as A1111 does", "ldm": SAME, "diffusers": "refuses"},
     {"name": "single file without VAE", "file": "no `first_stage_model.*` keys",

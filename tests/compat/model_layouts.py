@@ -176,6 +176,13 @@ def single_file(ctx: Ctx) -> Path:
     return ctx.single
 
 
+def single_ckpt(ctx: Ctx) -> Path:
+    """A CompVis/A1111 pickle checkpoint: {"state_dict": ...} as PyTorch Lightning saved it."""
+    path = ctx.work / "tiny-sd1.ckpt"
+    torch.save({"state_dict": load_file(ctx.single), "global_step": 470000}, path)
+    return path
+
+
 def single_old_clip_names(ctx: Ctx) -> Path:
     """CLIP keys as transformers < 4.20 named them: cond_stage_model.transformer.encoder.* (no text_model.)."""
     state = load_file(ctx.single)
