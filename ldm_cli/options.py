@@ -27,3 +27,16 @@ ConfigOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line per result on stdout.")]
+VariantOpt = Annotated[
+    Optional[str],
+    typer.Option("--variant", help="Weight variant of a folder/Hub model, e.g. fp16 (reads *.fp16.safetensors).",
+                 show_default=False),
+]
+VaeOpt = Annotated[
+    Optional[str],
+    typer.Option("--vae", help="Use this VAE instead of the model's: a diffusers VAE folder, a .vae.safetensors file or a Hub id.",
+                 show_default=False),
+]
+EmaOpt = Annotated[
+    bool, typer.Option("--ema", help="Single-file checkpoint: use its EMA UNet weights (model_ema.*) instead of the normal ones.")
+]

@@ -19,3 +19,16 @@ def reference_pipeline(components: Components, scheduler: str, img2img: bool = F
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def lcm_reference_pipeline(components: Components):
+    """LatentConsistencyModelPipeline (LCMScheduler) sharing `components`' models: the oracle for LCM UNets."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    pipe = LatentConsistencyModelPipeline(
+        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+        unet=components.unet, scheduler=build_scheduler("lcm", components.scheduler_config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ldm_cli.models.devices import check_device_and_dtype
-from ldm_cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt
+from ldm_cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt, VaeOpt
 
 ENCODE_EXAMPLES = """Examples:
 
@@ -68,6 +68,7 @@ def encode(
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    vae: VaeOpt = None,
 ) -> int:
     from ldm_cli.pipeline import codec
     from ldm_cli.pipeline.config import ModelSettings
@@ -77,7 +78,7 @@ def encode(
         inputs=tuple(images), out=out, sample=sample, seed=seed,
         size=SizePolicy(height if height is not None else dim, width if width is not None else dim, resize),
         tile=tile, report=report, visualize=visualize, json_output=json_output,
-        model=ModelSettings(model=model, revision=revision, offline=offline, device=device, dtype=dtype),
+        model=ModelSettings(model=model, revision=revision, offline=offline, device=device, dtype=dtype, vae=vae),
     )
     check_device_and_dtype(device, dtype)
     files = codec.validate_encode(settings)
@@ -100,13 +101,15 @@ def decode(
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    vae: VaeOpt = None,
 ) -> int:
     from ldm_cli.pipeline import codec
     from ldm_cli.pipeline.config import ModelSettings
 
     settings = codec.DecodeSettings(
         inputs=tuple(latents), out=out, tile=tile, json_output=json_output, model_given=model is not None,
-        model=ModelSettings(model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, device=device, dtype=dtype),
+        model=ModelSettings(model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, device=device, dtype=dtype,
+                            vae=vae),
     )
     check_device_and_dtype(device, dtype)
     files = codec.validate_decode(settings)

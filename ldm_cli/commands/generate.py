@@ -10,6 +10,7 @@ import typer
 from ldm_cli.options import (
     AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt,
 )
+from ldm_cli.options import EmaOpt, VaeOpt, VariantOpt
 
 EXAMPLES = """Examples:
 
@@ -26,6 +27,10 @@ EXAMPLES = """Examples:
   ldm generate "a scarlet macaw" --dim 768 --dry-run
 
   ldm generate "a watercolor painting" --init-image photo.jpg --strength 0.6
+
+  ldm generate "a lighthouse" --model model.safetensors --vae vae-ft-mse-840000-ema-pruned.safetensors
+
+  ldm generate "a lighthouse" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --variant fp16
 """
 
 
@@ -105,6 +110,9 @@ def generate(
     vae_tiling: Annotated[
         bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
     ] = False,
+    vae: VaeOpt = None,
+    variant: VariantOpt = None,
+    ema: EmaOpt = False,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
 

@@ -8,6 +8,7 @@ from ldm_cli.pipeline.config import GenerateSettings, ModelSettings, validate_ge
 from ldm_cli.models.devices import check_device_and_dtype
 from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.models.lora import parse_lora_arg
+from ldm_cli.models.variants import validate_variant
 from ldm_cli.models.performance import PerformanceSettings
 from ldm_cli.pipeline.schedulers import SCHEDULERS
 
@@ -59,9 +60,13 @@ def build_settings(args: dict) -> GenerateSettings:
             config=args["config"],
             device=args["device"],
             dtype=args["dtype"],
+            variant=args.get("variant") or values.get("variant"),
+            vae=args.get("vae") or values.get("vae"),
+            ema=args.get("ema", False) or values.get("ema", False),
         ),
     )
     validate_generate(settings)
+    validate_variant(settings.model.variant)
     if settings.model.config is not None and not settings.model.config.is_dir():
         raise UsageError(f"--config {settings.model.config}: not a folder of component configs")
     return settings
@@ -113,6 +118,8 @@ def settings_from_image(path: Path) -> dict:
             "prompt": record["prompt"], "seed": record["seed"], "negative_prompt": s["negative_prompt"],
             "steps": s["steps"], "guidance": s["guidance"], "height": s["height"], "width": s["width"],
             "scheduler": s["scheduler"], "model": record["model"]["spec"], "revision": record["model"].get("revision"),
+            "vae": (record["model"].get("vae") or {}).get("spec"), "variant": record["model"].get("variant"),
+            "ema": record["model"].get("ema", False),
             **_img2img_from_record(record.get("img2img")),
         }
     if chunks["parameters"]:

@@ -5,6 +5,8 @@ Sources, in the order they are tried:
   existing folder                -> diffusers format (model_index.json + component subfolders)
   existing file (.safetensors)   -> single-file SD1.x checkpoint, converted with bundled SD1 configs
   "org/name"                     -> Hugging Face Hub repo, through the normal HF cache
+Which weight files of a folder are read: models/variants.py; single files: models/single_file.py;
+--vae: models/vae_override.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldm_cli.errors import ModelError, UsageError
+from ldm_cli.models import single_file
+from ldm_cli.models.variants import choose_weights, has_variant
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 ASSETS = Path(__file__).parent.parent / "assets"
@@ -55,6 +59,9 @@ class Components:
     unet: object
     scheduler_config: dict
     weight_files: dict[str, list[Path]] = field(default_factory=dict)
+    vae_source: object | None = None  # a VaeSource when --vae replaced the model's own VAE
+    variant: str | None = None  # the --variant asked for (each component's files: weight_files)
+    ema: bool = False  # a single file's EMA UNet weights were used
 
     @property
     def vae_scale_factor(self) -> int:
@@ -90,40 +97,14 @@ def resolve_source(spec: str | None, revision: str | None = None) -> ModelSource
     )
 
 
-def locate_hub_snapshot(source: ModelSource, offline: bool, allow_pickle: bool) -> ModelSource:
+def locate_hub_snapshot(
+    source: ModelSource, offline: bool, allow_pickle: bool, variant: str | None = None
+) -> ModelSource:
     """Download (or find in the HF cache) the files a Hub model needs; return it as a folder source."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from ldm_cli.models.hub import model_snapshot
 
-    offline = offline or _env_flag("HF_HUB_OFFLINE")
-    ignore = ["*.fp16.*", "*non_ema*", "*.msgpack", "*.onnx", "*.onnx_data", "*.h5", "*.ckpt"]
-    if not allow_pickle:
-        ignore += ["*.bin", "*.pt", "*.pth"]
-    try:
-        folder = snapshot_download(
-            source.spec,
-            revision=source.revision,
-            allow_patterns=["model_index.json", *(f"{c}/*" for c in COMPONENTS)],
-            ignore_patterns=ignore,
-            local_files_only=offline,
-        )
-    except LocalEntryNotFoundError:
-        if offline:
-            raise ModelError(
-                f"--model {source.spec}: not in the Hugging Face cache and offline mode is on; "
-                "run once without --offline/HF_HUB_OFFLINE, or pass a local folder or .safetensors file"
-            ) from None
-        raise ModelError(
-            f"--model {source.spec}: the Hugging Face Hub could not be reached and the model is not in the cache; "
-            "check your connection, or pass a local folder or .safetensors file"
-        ) from None
-    except RevisionNotFoundError:
-        raise ModelError(f"--revision {source.revision}: no such revision of {source.spec}") from None
-    except RepositoryNotFoundError:
-        raise ModelError(f"--model {source.spec}: no such Hub repository (or it is private; run `hf auth login`)") from None
-    except OSError as exc:  # network failures surface as OSError subclasses
-        raise ModelError(f"--model {source.spec}: could not reach the Hub ({exc}); retry or use --offline") from None
-    return ModelSource(source.spec, "hub", Path(folder), source.revision)
+    folder = model_snapshot(source.spec, source.revision, offline or _env_flag("HF_HUB_OFFLINE"), allow_pickle, variant)
+    return ModelSource(source.spec, "hub", folder, source.revision)
 
 
 def load_components(
@@ -134,18 +115,45 @@ def load_components(
     offline: bool = False,
     allow_pickle: bool = False,
     single_file_config: Path | None = None,
+    variant: str | None = None,
+    vae: str | None = None,
+    ema: bool = False,
 ) -> Components:
-    """Load tokenizer, text encoder, VAE, UNet and the scheduler config, ready for inference."""
+    """Load tokenizer, text encoder, VAE, UNet and the scheduler config, ready for inference.
+
+    variant: which weight files of a folder (None: the default ones); vae: a --vae replacing the model's
+    own VAE; ema: a single file's model_ema.* UNet weights instead of its normal ones.
+    """
     import torch
+
+    from ldm_cli.models.vae_override import resolve_vae_source
 
     quiet_library_logs()
     dtype = dtype or torch.float32
+    vae_source = resolve_vae_source(vae) if vae else None
     if source.kind == "hub":
-        source = locate_hub_snapshot(source, offline, allow_pickle)
+        source = locate_hub_snapshot(source, offline, allow_pickle, variant)
     if source.kind == "single-file":
-        components = _load_single_file(source, dtype, allow_pickle, single_file_config or SD15_CONFIG_DIR)
+        if variant:
+            raise ModelError(f"--variant {variant}: {source.path.name} is a single file, which has no variants; drop --variant")
+        config_dir = single_file_config or SD15_CONFIG_DIR
+        components = _load_single_file(source, dtype, allow_pickle, config_dir, ema, with_vae=vae_source is None)
     else:
-        components = _load_folder(source, dtype, allow_pickle)
+        if ema:
+            raise ModelError(
+                f"--ema: {source.spec} is a diffusers folder, whose unet/ holds one set of weights (official "
+                "releases store the EMA ones as the default and the others as --variant non_ema); drop --ema"
+            )
+        config_dir = source.path
+        components = _load_folder(source, dtype, allow_pickle, variant)
+    if vae_source is not None:
+        from ldm_cli.models.vae_override import load_vae_override
+
+        components.vae, components.weight_files["vae"] = load_vae_override(
+            vae_source, dtype, config_root=config_dir, offline=offline, allow_pickle=allow_pickle
+        )
+        components.vae_source = vae_source
+    components.variant, components.ema = variant, ema
     for model in (components.text_encoder, components.vae, components.unet):
         model.to(device).eval().requires_grad_(False)
     return components
@@ -162,22 +170,26 @@ def quiet_library_logs() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
-def _load_folder(source: ModelSource, dtype, allow_pickle: bool) -> Components:
+def _load_folder(source: ModelSource, dtype, allow_pickle: bool, variant: str | None = None) -> Components:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = source.path
     check_folder_layout(folder)
-    weight_files = {c: _weight_files(folder / c, allow_pickle) for c in WEIGHT_COMPONENTS}
-    # Per component: safetensors when it has them; pickle only where the user allowed it.
-    safe = {c: all(f.suffix == ".safetensors" for f in files) for c, files in weight_files.items()}
+    if variant and not any(has_variant(folder / c, variant) for c in WEIGHT_COMPONENTS):
+        raise ModelError(
+            f"--variant {variant}: {folder} has no {variant} weights (no *.{variant}.safetensors in "
+            f"{', '.join(WEIGHT_COMPONENTS)}); drop --variant to load its default weights"
+        )
+    # Per component: the asked variant where it exists, else the default weights; safetensors before pickle.
+    choices = {c: choose_weights(folder / c, variant, allow_pickle) for c in WEIGHT_COMPONENTS}
     loaders = {
         "text_encoder": lambda: CLIPTextModel.from_pretrained(
-            folder, subfolder="text_encoder", dtype=dtype, use_safetensors=safe["text_encoder"]
+            folder, subfolder="text_encoder", dtype=dtype, **choices["text_encoder"].loader_kwargs
         ),
-        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", dtype=dtype, use_safetensors=safe["vae"]),
+        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", dtype=dtype, **choices["vae"].loader_kwargs),
         "unet": lambda: UNet2DConditionModel.from_pretrained(
-            folder, subfolder="unet", dtype=dtype, use_safetensors=safe["unet"]
+            folder, subfolder="unet", dtype=dtype, **choices["unet"].loader_kwargs
         ),
     }
     models = {name: _guarded_load(name, folder / name, load) for name, load in loaders.items()}
@@ -186,53 +198,73 @@ def _load_folder(source: ModelSource, dtype, allow_pickle: bool) -> Components:
         source=source,
         tokenizer=tokenizer,
         scheduler_config=read_scheduler_config(folder),
-        weight_files=weight_files,
+        weight_files={c: list(choice.files) for c, choice in choices.items()},  # only the files read: the hashes
         **models,
     )
 
 
-def _load_single_file(source: ModelSource, dtype, allow_pickle: bool, config_dir: Path) -> Components:
-    from diffusers import StableDiffusionPipeline
+def _load_single_file(source: ModelSource, dtype, allow_pickle: bool, config_dir: Path, ema: bool = False,
+                      with_vae: bool = True) -> Components:
+    from transformers import CLIPTokenizer
 
     path = source.path
-    _check_single_file(path, allow_pickle)
-    pipe = _guarded_load(
-        "checkpoint",
-        path,
-        lambda: StableDiffusionPipeline.from_single_file(
-            str(path), config=str(config_dir), local_files_only=True, dtype=dtype,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        ),
-        hint=f"re-download it, or pass --config with its component configs (used: {config_dir})",
-    )
+    _check_single_file(path, allow_pickle, vae_given=not with_vae)
+    state = single_file.read_state_dict(path, allow_pickle)
+    if path.suffix != ".safetensors":  # a pickle was only classified now
+        _refuse_other_kinds(path, single_file.classify_keys(state), vae_given=not with_vae)
+    state = single_file.fix_old_names(state)
+    if ema:
+        state = single_file.use_ema(state, path.name)
+    hint = f"re-download it, or pass --config with its component configs (used: {config_dir})"
+    parts = _guarded_load("checkpoint", path, lambda: single_file.load_sd1_parts(state, config_dir, dtype, with_vae), hint=hint)
+    tokenizer = _guarded_load("tokenizer", config_dir / "tokenizer", lambda: CLIPTokenizer.from_pretrained(config_dir / "tokenizer"))
     return Components(
         source=source,
-        tokenizer=pipe.tokenizer,
-        text_encoder=pipe.text_encoder,
-        vae=pipe.vae,
-        unet=pipe.unet,
+        tokenizer=tokenizer,
+        text_encoder=parts["text_encoder"],
+        vae=parts.get("vae"),
+        unet=parts["unet"],
         scheduler_config=read_scheduler_config(config_dir),
         weight_files={"checkpoint": [path]},
     )
 
 
+TOKENIZER_FILES = ("vocab.json", "tokenizer.json")  # slow BPE files, or the one file transformers 5 saves
+
+
 def check_folder_layout(folder: Path) -> None:
-    """A diffusers folder must have model_index.json and every component's config."""
+    """A diffusers folder must have model_index.json and every component's config; SD2 is refused here."""
     if not (folder / "model_index.json").is_file():
         raise ModelError(
             f"--model {folder}: no model_index.json; expected a diffusers folder "
             "(model_index.json + tokenizer/ text_encoder/ vae/ unet/ scheduler/)"
         )
     needed = {
-        "tokenizer": "vocab.json",
-        "text_encoder": "config.json",
-        "vae": "config.json",
-        "unet": "config.json",
-        "scheduler": "scheduler_config.json",
+        "tokenizer": TOKENIZER_FILES,
+        "text_encoder": ("config.json",),
+        "vae": ("config.json",),
+        "unet": ("config.json",),
+        "scheduler": ("scheduler_config.json",),
     }
-    for component, filename in needed.items():
-        if not (folder / component / filename).is_file():
-            raise ModelError(f"--model {folder}: component {component}/ is missing {filename}; re-download or re-export the model")
+    for component, filenames in needed.items():
+        if not any((folder / component / name).is_file() for name in filenames):
+            raise ModelError(
+                f"--model {folder}: component {component}/ is missing {' or '.join(filenames)}; "
+                "re-download or re-export the model"
+            )
+    _refuse_sd2_folder(folder)
+
+
+def _refuse_sd2_folder(folder: Path) -> None:
+    try:
+        context = json.loads((folder / "unet" / "config.json").read_text()).get("cross_attention_dim")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{folder}/unet/config.json is unreadable ({exc}); re-download the model") from None
+    if context == single_file.SD2_CONTEXT_DIM:
+        raise ModelError(
+            f"--model {folder} is a Stable Diffusion 2.x model (1024-wide text encoder and cross-attention); "
+            "ldm runs SD1.x models only — use an SD1.x model"
+        )
 
 
 def read_scheduler_config(folder: Path) -> dict:
@@ -242,23 +274,13 @@ def read_scheduler_config(folder: Path) -> dict:
         raise ModelError(f"{folder}/scheduler/scheduler_config.json is unreadable ({exc}); re-download the model") from None
 
 
-def _weight_files(component_dir: Path, allow_pickle: bool) -> list[Path]:
+def _weight_files(component_dir: Path, allow_pickle: bool, variant: str | None = None) -> list[Path]:
     """The weight files a component will load; pickle files only when the user allowed them."""
-    files = sorted(p for p in component_dir.glob("*.safetensors") if ".fp16." not in p.name)
-    if files:
-        return files
-    pickles = sorted(p for p in component_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles and not allow_pickle:
-        raise ModelError(
-            f"{component_dir}: only pickle weights ({pickles[0].name}); pickle files can run code when loaded, "
-            "so convert them to .safetensors or pass --allow-pickle if you trust the source"
-        )
-    if not pickles:
-        raise ModelError(f"{component_dir}: no weight file (*.safetensors); re-download or re-export the model")
-    return pickles
+    return list(choose_weights(component_dir, variant, allow_pickle).files)
 
 
-def _check_single_file(path: Path, allow_pickle: bool) -> None:
+def _check_single_file(path: Path, allow_pickle: bool, vae_given: bool = False) -> None:
+    """What can be told from the file's name and header, before any tensor is read."""
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise ModelError(
@@ -268,19 +290,18 @@ def _check_single_file(path: Path, allow_pickle: bool) -> None:
         return
     if path.suffix != ".safetensors":
         raise ModelError(f"--model {path}: expected a .safetensors checkpoint or a diffusers folder")
-    keys = _safetensors_keys(path)
-    if not any(k.startswith("model.diffusion_model.") for k in keys):
-        raise ModelError(f"{path.name} is not an SD1.x checkpoint (no model.diffusion_model.* weights)")
+    _refuse_other_kinds(path, single_file.header_kind(path), vae_given)
 
 
-def _safetensors_keys(path: Path) -> list[str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    except Exception as exc:  # safetensors raises its own error type for bad headers
-        raise ModelError(f"{path} is truncated or corrupt ({_short(exc)}); re-download it") from None
+def _refuse_other_kinds(path: Path, kind, vae_given: bool) -> None:
+    line = single_file.refusal(path.name, kind)
+    if line:
+        raise ModelError(line)
+    if not kind.has_vae and not vae_given:
+        raise ModelError(
+            f"{path.name} has no VAE weights (no first_stage_model.* keys: it was released without one); "
+            "pass the VAE to use with it as --vae FILE_OR_FOLDER (e.g. --vae stabilityai/sd-vae-ft-mse)"
+        )
 
 
 def _guarded_load(component: str, where: Path, load, hint: str = "re-download it"):
@@ -290,6 +311,11 @@ def _guarded_load(component: str, where: Path, load, hint: str = "re-download it
     except ModelError:
         raise
     except Exception as exc:  # diffusers/transformers/safetensors raise many types for bad files
+        if "shape" in str(exc) or "size mismatch" in str(exc):  # intact file, other architecture or config
+            raise ModelError(
+                f"could not load {component} from {where}: its tensor shapes do not fit the configs used "
+                f"({_short(exc, 160)}) — {hint}"
+            ) from None
         raise ModelError(
             f"could not load {component} from {where}: {_short(exc)}; the file may be truncated, corrupt or "
             f"for another architecture — {hint}"

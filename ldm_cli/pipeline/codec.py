@@ -123,6 +123,8 @@ def load_vae(m: ModelSettings) -> LoadedVae:
     from ldm_cli.files.hashing import sha256_files
     from ldm_cli.models.loading import load_components, locate_hub_snapshot, quiet_library_logs, resolve_source
 
+    if m.vae:
+        return _load_vae_override(m, resolve_device(m.device), resolve_dtype(m.dtype, resolve_device(m.device)))
     source = resolve_source(m.model, m.revision)
     device = resolve_device(m.device)
     dtype = resolve_dtype(m.dtype, device)
@@ -134,6 +136,22 @@ def load_vae(m: ModelSettings) -> LoadedVae:
         components = load_components(source, device, dtype, allow_pickle=m.allow_pickle, single_file_config=m.config)
         return LoadedVae(components.vae, source.spec, sha256_files(components.weight_files["checkpoint"]), device, dtype)
     vae, files = _load_vae_folder(source.path, dtype, m.allow_pickle)
+    vae.to(device).eval().requires_grad_(False)
+    return LoadedVae(vae, source.spec, sha256_files(files), device, dtype)
+
+
+def _load_vae_override(m: ModelSettings, device: str, dtype) -> LoadedVae:
+    """--vae: a VAE folder, file or Hub id; a single file takes --model's VAE config (else SD1.5's)."""
+    from ldm_cli.files.hashing import sha256_files
+    from ldm_cli.models.loading import SD15_CONFIG_DIR, quiet_library_logs
+    from ldm_cli.models.vae_override import load_vae_override, resolve_vae_source
+
+    source = resolve_vae_source(m.vae)
+    local = Path(m.model).expanduser() if m.model else None
+    config_root = local if local is not None and (local / "vae" / "config.json").is_file() else SD15_CONFIG_DIR
+    say(f"loading the VAE {source.spec} on {device}")
+    quiet_library_logs()
+    vae, files = load_vae_override(source, dtype, config_root=config_root, offline=m.offline, allow_pickle=m.allow_pickle)
     vae.to(device).eval().requires_grad_(False)
     return LoadedVae(vae, source.spec, sha256_files(files), device, dtype)
 
@@ -280,7 +298,7 @@ def _decode_model(s: DecodeSettings, latent_files) -> ModelSettings:
     from ldm_cli.models.loading import resolve_source
 
     recorded = next((f.header.model for f in latent_files if f.header and f.header.model), None)
-    if s.model_given or recorded is None:
+    if s.model_given or recorded is None or s.model.vae:
         return s.model
     try:
         resolve_source(recorded)

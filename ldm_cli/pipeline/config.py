@@ -25,6 +25,9 @@ class ModelSettings:
     config: Path | None = None  # component configs for a single-file checkpoint
     device: str = "auto"
     dtype: str = "auto"
+    variant: str | None = None  # --variant fp16: which weight files of a folder/Hub model
+    vae: str | None = None  # --vae PATH|HUB_ID replacing the model's VAE
+    ema: bool = False  # --ema: a single file's model_ema.* UNet weights
 
 
 @dataclass(frozen=True)

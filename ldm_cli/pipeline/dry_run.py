@@ -45,7 +45,7 @@ def describe(settings) -> dict:
     init = _init_size(settings)
     if init is not None:
         width, height = init
-    guided = uses_unconditional_pass(settings.guidance)
+    guided = uses_unconditional_pass(settings.guidance) and not configs["unet"].get("time_cond_proj_dim")
     latent = [1, configs["unet"]["in_channels"], height // factor, width // factor]
     perf = settings.performance
     memory = estimate_memory(configs, count_parameters(configs), latent, height, width, guided, dtype, device, perf)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ldm_cli.pipeline import latents as latent_ops
-from ldm_cli.pipeline.guidance import uses_unconditional_pass
+from ldm_cli.pipeline.guidance import guidance_embedding, uses_unconditional_pass
 from ldm_cli.models.loading import Components
 from ldm_cli.pipeline.sampling import Conditioning, denoise, initial_noise
 from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
@@ -65,6 +65,10 @@ class TextToImage:
     def conditioning(self, prompt: str, plan: SamplingPlan) -> Conditioning:
         c = self.components
         cond = encode_prompts(c.tokenizer, c.text_encoder, [prompt])
+        distilled_dim = getattr(c.unet.config, "time_cond_proj_dim", None)
+        if distilled_dim:  # guidance-distilled (LCM): the scale goes in as an embedding, no unconditional pass
+            embedding = guidance_embedding(plan.guidance, distilled_dim).to(self.device, cond.dtype)
+            return Conditioning(cond, None, plan.guidance, timestep_cond=embedding)
         uncond = None
         if uses_unconditional_pass(plan.guidance):
             if plan.negative_prompt not in self._uncond_cache:

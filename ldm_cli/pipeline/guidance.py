@@ -11,3 +11,22 @@ def uses_unconditional_pass(guidance_scale: float) -> bool:
 def guide(eps_uncond, eps_cond, guidance_scale: float):
     """eps = eps_u + g * (eps_c - eps_u): step further along the direction the prompt pulls."""
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def guidance_embedding(guidance_scale: float, dim: int):
+    """[1, dim] sinusoidal embedding of w = g - 1 for guidance-distilled UNets (LCM; `time_cond_proj_dim`).
+
+    Such a UNet learned classifier-free guidance inside itself (Luo et al. 2023): it gets the scale as
+    this extra timestep condition, and no unconditional pass. g - 1 because w follows the Imagen form
+    eps_c + w (eps_c - eps_u) while our --guidance is eps_u + g (eps_c - eps_u). The embedding is the
+    VDM one (sin/cos of w*1000 at log-spaced frequencies), as diffusers' LCM pipeline computes it.
+    """
+    import math
+
+    import torch
+
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
+    angles = torch.tensor([(guidance_scale - 1) * 1000.0])[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return torch.nn.functional.pad(emb, (0, dim % 2))  # [1, dim]

@@ -28,6 +28,7 @@ def png_text(record: dict) -> dict[str, str]:
         "Size": f"{s['width']}x{s['height']}",
         "Model hash": model_hash[:10],
         "Model": record["model"]["name"],
+        **_vae_fields(record["model"].get("vae")),
         "Denoising strength": (record.get("img2img") or {}).get("strength"),
         "Version": f"ldm {__version__}",
     }
@@ -35,6 +36,13 @@ def png_text(record: dict) -> dict[str, str]:
         A1111_KEY: a1111_parameters(record["prompt"], s["negative_prompt"], fields),
         JSON_KEY: json.dumps(record, sort_keys=True),
     }
+
+
+def _vae_fields(vae: dict | None) -> dict:
+    """A1111 writes these two only when a separate VAE file replaced the checkpoint's own."""
+    if not vae:
+        return {}
+    return {"VAE hash": (vae.get("hash") or "")[:10], "VAE": vae["name"]}
 
 
 def build_record(*, prompt: str, seed: int, settings: dict, components: Components, hashes: dict,
@@ -52,6 +60,9 @@ def build_record(*, prompt: str, seed: int, settings: dict, components: Componen
             "kind": source.kind,
             "revision": source.revision,
             "hashes": hashes,
+            **({"vae": _vae_record(components, hashes)} if components.vae_source is not None else {}),
+            **({"variant": components.variant} if components.variant else {}),
+            **({"ema": True} if components.ema else {}),
         },
         "device": device,
         "dtype": dtype,
@@ -59,3 +70,8 @@ def build_record(*, prompt: str, seed: int, settings: dict, components: Componen
         "timings": timings,
         **(extra or {}),
     }
+
+
+def _vae_record(components: Components, hashes: dict) -> dict:
+    source = components.vae_source
+    return {"spec": source.spec, "name": source.display_name, "kind": source.kind, "hash": hashes.get("vae")}

@@ -20,6 +20,7 @@ class Conditioning:
     cond: object
     uncond: object | None
     guidance_scale: float
+    timestep_cond: object | None = None  # [1, D] guidance embedding for guidance-distilled (LCM) UNets
 
     def batch(self):
         """[uncond, cond] stacked so one UNet call serves both halves of guidance."""
@@ -47,7 +48,8 @@ def predict_noise(unet, scheduler, latents, t, conditioning: Conditioning):
     guided = conditioning.uncond is not None
     x_in = torch.cat([latents, latents]) if guided else latents  # [2B, C, h, w] when guided
     x_in = scheduler.scale_model_input(x_in, t)
-    eps = unet(x_in, t, encoder_hidden_states=conditioning.batch(), return_dict=False)[0]
+    extra = {} if conditioning.timestep_cond is None else {"timestep_cond": conditioning.timestep_cond}
+    eps = unet(x_in, t, encoder_hidden_states=conditioning.batch(), return_dict=False, **extra)[0]
     if not guided:
         return eps
     eps_uncond, eps_cond = eps.chunk(2)

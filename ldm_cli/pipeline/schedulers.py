@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ldm_cli.errors import UsageError
+from ldm_cli.errors import ModelError, UsageError
 
 NEVER = 10**9
 SUITED_NEAR_ZERO_SNR = "ddim, euler, euler-a or dpm++2m"  # right from 20 steps on the demo model
@@ -51,6 +51,10 @@ _SPECS = [
     ),
     SchedulerSpec("dpm++sde", "DPMSolverSinglestepScheduler", "DPM++ SDE", "single-step DPM-Solver++"),
     SchedulerSpec("unipc", "UniPCMultistepScheduler", "UniPC", "UniPC predictor-corrector (Zhao et al. 2023)"),
+    SchedulerSpec(
+        "lcm", "LCMScheduler", "LCM", "latent consistency (Luo et al. 2023): 2-8 steps, for LCM-distilled models",
+        stochastic=True,
+    ),
 ]
 
 SCHEDULERS: dict[str, SchedulerSpec] = {spec.name: spec for spec in _SPECS}
@@ -66,11 +70,18 @@ def spec_for(name: str) -> SchedulerSpec:
 
 
 def name_for_class(class_name: str) -> str:
-    """The short name of a model's own scheduler class (first match), used as the default."""
+    """The short name of a model's own scheduler class (first match), used as the default.
+
+    A class we have no sampler for is an error, not a silent PLMS: a model made for its own sampler
+    (LCM, TCD, ...) draws noise with any other.
+    """
     for spec in _SPECS:
         if spec.class_name == class_name and not spec.overrides:
             return spec.name
-    return "pndm"
+    raise ModelError(
+        f"the model's scheduler config names {class_name or 'no class'!r}, which ldm has no sampler for; "
+        f"pass --scheduler NAME ({', '.join(SCHEDULERS)})"
+    )
 
 
 def build_scheduler(name: str, model_scheduler_config: dict):

@@ -37,7 +37,8 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
     if dtype_name(dtype) == "bf16" and device == "cpu" and not cpu_has_native_bf16():
         say("warning: this CPU has no native bf16 (avx512_bf16/AMX), so bf16 runs slower than fp32 here; see README Performance")
     components = load_components(
-        source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
+        source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config,
+        variant=m.variant, vae=m.vae, ema=m.ema,
     )
     if settings.loras:  # merged into the weights after loading, in the order given
         from ldm_cli.models.lora import apply_loras, parse_lora_arg
