@@ -19,3 +19,16 @@ def reference_pipeline(components: Components, scheduler: str, img2img: bool = F
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def reference_inpaint_pipeline(components: Components, scheduler: str):
+    """StableDiffusionInpaintPipeline sharing `components`' models (4- or 9-channel UNet)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    pipe = StableDiffusionInpaintPipeline(
+        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+        unet=components.unet, scheduler=build_scheduler(scheduler, components.scheduler_config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -194,6 +194,8 @@ def _load_folder(source: ModelSource, dtype, allow_pickle: bool) -> Components:
 def _load_single_file(source: ModelSource, dtype, allow_pickle: bool, config_dir: Path) -> Components:
     from diffusers import StableDiffusionPipeline
 
+    from ldm_cli.models.inpaint_detect import single_file_unet
+
     path = source.path
     _check_single_file(path, allow_pickle)
     pipe = _guarded_load(
@@ -202,6 +204,7 @@ def _load_single_file(source: ModelSource, dtype, allow_pickle: bool, config_dir
         lambda: StableDiffusionPipeline.from_single_file(
             str(path), config=str(config_dir), local_files_only=True, dtype=dtype,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            **single_file_unet(path, config_dir, dtype),  # a 9-channel inpainting UNet gets its own config
         ),
         hint=f"re-download it, or pass --config with its component configs (used: {config_dir})",
     )
