@@ -28,9 +28,6 @@ from ldm_cli.pipeline import mask_ops
 from ldm_cli.pipeline.sampling import initial_noise
 from ldm_cli.pipeline.start import Begun, encode_sample, first_timesteps, latent_channels, needs_mask
 
-AREAS = ("whole", "masked")
-MASKED_CONTENT = ("original", "fill")
-A1111_AREA = {"whole": "Whole picture", "masked": "Only masked"}
 
 
 @dataclass(frozen=True)

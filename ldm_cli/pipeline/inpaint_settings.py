@@ -53,3 +53,51 @@ def validate_inpaint(s) -> None:
 def _choice(flag: str, value, choices) -> None:
     if value is not None and value not in choices:
         raise UsageError(f"{flag} {value!r}: choose {' or '.join(choices)}")
+
+
+def inpaint_from_record(inpaint: dict | None, img2img: dict | None = None) -> dict:
+    """The inpainting flags an ldm record holds, for `--from` (the mask must still be where it was)."""
+    from pathlib import Path
+
+    if not inpaint:
+        return {}
+    values = {
+        "mask": Path(inpaint["mask"]) if inpaint.get("mask") else None,
+        "mask_blur": inpaint.get("mask_blur"),
+        "keep_unmasked": inpaint.get("keep_unmasked"),
+        "inpaint_area": inpaint.get("inpaint_area"),
+        "inpaint_padding": inpaint.get("inpaint_padding") if inpaint.get("inpaint_area") == "masked" else None,
+        "invert_mask": True if inpaint.get("invert_mask") else None,
+        "masked_content": inpaint.get("masked_content"),
+        "outpaint": ",".join(str(side) for side in inpaint["outpaint"]) if inpaint.get("outpaint") else None,
+        "outpaint_fill": inpaint.get("outpaint_fill") if inpaint.get("outpaint") else None,
+    }
+    if inpaint.get("outpaint") and img2img and img2img.get("size"):
+        values["width"], values["height"] = img2img["size"]  # the recorded Size is the grown canvas
+    return values
+
+
+def check_recorded_files(from_image, values: dict, explicit: dict) -> None:
+    """`--from` an image made from files: they must still be where the record says."""
+    from pathlib import Path
+
+    for key, flag in (("init_image", "--init-image"), ("init_latents", "--init-latents"), ("mask", "--mask")):
+        path = values.get(key)
+        if path is not None and key not in explicit and not Path(path).exists():
+            raise UsageError(f"--from {from_image}: it was made with {flag} {path}, which is no longer there; "
+                             f"put the file back or pass {flag} FILE")
+
+
+def inpaint_fields(inpaint: dict | None) -> dict:
+    """The A1111 infotext fields of an inpainting image (A1111's names and values)."""
+    if not inpaint:
+        return {}
+    masked = inpaint.get("inpaint_area") == "masked"
+    return {
+        "Mask blur": inpaint.get("mask_blur"),
+        "Inpaint area": "Only masked" if masked else "Whole picture",
+        "Masked area padding": inpaint.get("inpaint_padding") if masked else None,
+        "Mask mode": "Inpaint not masked" if inpaint.get("invert_mask") else None,
+        "Masked content": inpaint.get("masked_content"),
+        "Outpaint": ",".join(str(side) for side in inpaint["outpaint"]) if inpaint.get("outpaint") else None,
+    }

@@ -49,10 +49,12 @@ def needs_mask(components) -> bool:
 
 def refuse_inpainting_model(components) -> None:
     if needs_mask(components):
-        raise UsageError(
-            f"--model {components.source.spec} is an inpainting model (its UNet takes {components.unet.config.in_channels} "
-            "input channels: latents, mask and masked picture); pass --init-image IMG --mask MASK, or use a normal model"
-        )
+        raise UsageError(inpainting_model_message(components.source.spec, components.unet.config.in_channels))
+
+
+def inpainting_model_message(spec: str, channels: int) -> str:
+    return (f"--model {spec} is an inpainting model (its UNet takes {channels} input channels: latents, mask and "
+            "masked picture); pass --init-image IMG --mask MASK, or use a normal model")
 
 
 def first_timesteps(scheduler, steps: int, strength: float):

@@ -112,17 +112,14 @@ def run(settings: GenerateSettings) -> list[dict]:
 def check_model_kind(settings: GenerateSettings, start) -> None:
     """An inpainting model without --mask is refused before its weights load, when its config says so."""
     from ldm_cli.models.inpaint_detect import unet_in_channels
-    from ldm_cli.pipeline.start import NoiseStart, InitStart
+    from ldm_cli.pipeline.start import InitStart, NoiseStart, inpainting_model_message
 
     if not isinstance(start, (NoiseStart, InitStart)):
         return
     source = resolve_source(settings.model.model, settings.model.revision)
     channels = unet_in_channels(source, settings.model.config)
     if channels is not None and channels != 4:
-        raise UsageError(
-            f"--model {source.spec} is an inpainting model (its UNet takes {channels} input channels: latents, mask and "
-            "masked picture); pass --init-image IMG --mask MASK, or use a normal model"
-        )
+        raise UsageError(inpainting_model_message(source.spec, channels))
 
 
 def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map) -> dict:
