@@ -52,7 +52,7 @@ class MaskedStart:
     mask_record: dict
     box: tuple[int, int, int, int] | None = None  # "only masked": the crop, set by prepare()
     work: tuple[np.ndarray, np.ndarray] | None = None  # picture and mask the diffusion sees
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was done to the mask file, said once and recorded
 
     @property
     def size(self) -> tuple[int, int]:
@@ -188,7 +188,7 @@ def load_masked(settings, init) -> MaskedStart:
 
     options = inpaint_options(settings)
     picture = init.image.pixels
-    mask, notes, mask_record = None, list(init.image.notes), {"mask": None, "mask_sha256": None}
+    mask, notes, mask_record = None, [], {"mask": None, "mask_sha256": None}
     if settings.mask is not None:
         loaded = load_mask(settings.mask, init.size)
         notes += loaded.notes

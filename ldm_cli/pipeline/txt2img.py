@@ -80,6 +80,8 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
 def run(settings: GenerateSettings) -> list[dict]:
     """Generate every requested image; returns one summary dict per image written."""
     start = resolve_start(settings)  # noise, init or masked init; its files are checked before the model loads
+    for note in getattr(start, "notes", ()):
+        say(f"note: --mask: {note}")
     check_model_kind(settings, start)
     components, device, dtype, load_seconds = load_model(settings)
     hashes = component_hashes(components)
