@@ -216,3 +216,41 @@ def test_bad_masks_and_flags_exit_2_with_one_line_before_the_model_loads(ldm, tm
     assert result.code == 2, result.stderr
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_shows_the_grown_canvas(ldm, tiny_model, tmp_path):
+    write_pictures(tmp_path)
+    result = ldm("generate", PROMPT, "--init-image", "init.png", "--mask", "mask.png", "--outpaint", "64,0,0,8",
+                 "--model", tiny_model, "--dry-run", "--json")
+    assert result.code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert (plan["width"], plan["height"], plan["latent_shape"]) == (128, 72, [1, 4, 9, 16])
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sides=st.one_of(st.lists(st.integers(-16, 2100), min_size=1, max_size=5).map(lambda v: ",".join(map(str, v))),
+                       st.text(max_size=8)))
+def test_outpaint_property(ldm, tmp_path, sides):
+    """Every --outpaint value either passes validation (then the missing model stops the run, exit 1)
+    or exits 2 with one line: valid means 1 or 4 integer sides, each a multiple of 8 >= 0, not all 0,
+    and the 64x64 picture grown by them within 2048 pixels a side."""
+    if not (tmp_path / "init.png").exists():
+        write_pictures(tmp_path)
+    result = ldm("generate", "a cat", "--init-image", "init.png", f"--outpaint={sides}", "--model", "/nonexistent/model")
+    try:
+        values = [int(p.strip()) for p in sides.split(",")]
+    except ValueError:
+        values = []
+    values = values * 4 if len(values) == 1 else values
+    valid = (len(values) == 4 and all(v >= 0 and v % 8 == 0 for v in values) and any(values)
+             and 64 + values[0] + values[2] <= 2048 and 64 + values[1] + values[3] <= 2048)
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    if valid:
+        assert result.code == 1 and "no such folder or file" in lines[-1], result.stderr
+    else:
+        assert result.code == 2 and len(lines) == 1 and lines[0].startswith("ldm: error: "), result.stderr

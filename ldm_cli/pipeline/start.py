@@ -93,6 +93,10 @@ class InitStart:
     def __init__(self, init):
         self.init = init  # img2img.InitSource
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.init.size
+
     def prepare(self, components, vae_hash: str | None = None) -> None:
         refuse_inpainting_model(components)
         if self.init.latent_file is not None:
