@@ -18,7 +18,7 @@ CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 INPAINTING_SUBFOLDER = "unet_inpainting"
 
 
-def unet_in_channels(source, config_dir: Path | None = None) -> int | None:
+def unet_in_channels(source) -> int | None:
     """The UNet's input channels, read from a folder's config or a single file's header; None if unknown."""
     path = getattr(source, "path", None)
     if path is None:

@@ -58,6 +58,9 @@ class MaskedStart:
     def size(self) -> tuple[int, int]:
         return self.picture.shape[1], self.picture.shape[0]
 
+    def check_source(self, source) -> None:
+        pass  # normal and inpainting models both inpaint
+
     def prepare(self, components, vae_hash: str | None = None) -> None:
         unet_in, latent = components.unet.config.in_channels, latent_channels(components)
         if needs_mask(components) and unet_in != 2 * latent + 1:

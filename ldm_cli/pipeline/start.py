@@ -9,6 +9,7 @@
 Each start has the same small surface, so the orchestrator (txt2img.run) is a straight line:
 
     start = resolve_start(settings)         files read and checked, before any model loads
+    start.check_source(source)              the model's configs, before its weights load (UNet kind)
     start.prepare(components, vae_hash)     checks against the loaded model (latents fit, UNet kind)
     plan  = start.fit_plan(plan)            the picture's size wins over the model's native size
     begun = start.begin(components, device, dtype, scheduler, generator, plan)    per image
@@ -57,6 +58,15 @@ def inpainting_model_message(spec: str, channels: int) -> str:
             "masked picture); pass --init-image IMG --mask MASK, or use a normal model")
 
 
+def refuse_inpainting_source(source) -> None:
+    """Before the weights load: a folder config or single-file header that shows an inpainting UNet."""
+    from ldm_cli.models.inpaint_detect import unet_in_channels
+
+    channels = unet_in_channels(source)
+    if channels is not None and channels != 4:  # SD1 latents have 4 channels
+        raise UsageError(inpainting_model_message(source.spec, channels))
+
+
 def first_timesteps(scheduler, steps: int, strength: float):
     """The timesteps the strength keeps, from index t_start * order (diffusers' get_timesteps)."""
     t_start, _ = kept_steps(steps, strength)
@@ -68,6 +78,9 @@ def first_timesteps(scheduler, steps: int, strength: float):
 
 class NoiseStart:
     """Pure noise at the first timestep."""
+
+    def check_source(self, source) -> None:
+        refuse_inpainting_source(source)
 
     def prepare(self, components, vae_hash: str | None = None) -> None:
         refuse_inpainting_model(components)
@@ -96,6 +109,9 @@ class InitStart:
     @property
     def size(self) -> tuple[int, int]:
         return self.init.size
+
+    def check_source(self, source) -> None:
+        refuse_inpainting_source(source)
 
     def prepare(self, components, vae_hash: str | None = None) -> None:
         refuse_inpainting_model(components)

@@ -9,7 +9,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ldm_cli.errors import UsageError
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
 from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
@@ -82,7 +81,7 @@ def run(settings: GenerateSettings) -> list[dict]:
     start = resolve_start(settings)  # noise, init or masked init; its files are checked before the model loads
     for note in getattr(start, "notes", ()):
         say(f"note: --mask: {note}")
-    check_model_kind(settings, start)
+    start.check_source(resolve_source(settings.model.model, settings.model.revision))  # reads configs, not weights
     components, device, dtype, load_seconds = load_model(settings)
     hashes = component_hashes(components)
     start.prepare(components, hashes.get("vae") or hashes.get("checkpoint"))
@@ -109,19 +108,6 @@ def run(settings: GenerateSettings) -> list[dict]:
         _write_and_report(settings, components, plan, hashes, device, dtype, summary)
         summaries.append(summary)
     return summaries
-
-
-def check_model_kind(settings: GenerateSettings, start) -> None:
-    """An inpainting model without --mask is refused before its weights load, when its config says so."""
-    from ldm_cli.models.inpaint_detect import unet_in_channels
-    from ldm_cli.pipeline.start import InitStart, NoiseStart, inpainting_model_message
-
-    if not isinstance(start, (NoiseStart, InitStart)):
-        return
-    source = resolve_source(settings.model.model, settings.model.revision)
-    channels = unet_in_channels(source, settings.model.config)
-    if channels is not None and channels != 4:
-        raise UsageError(inpainting_model_message(source.spec, channels))
 
 
 def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map) -> dict:
