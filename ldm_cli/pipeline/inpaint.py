@@ -29,7 +29,6 @@ from ldm_cli.pipeline.sampling import initial_noise
 from ldm_cli.pipeline.start import Begun, encode_sample, first_timesteps, latent_channels, needs_mask
 
 
-
 @dataclass(frozen=True)
 class InpaintOptions:
     mask_blur: int = 4
@@ -52,6 +51,7 @@ class MaskedStart:
     mask_record: dict
     box: tuple[int, int, int, int] | None = None  # "only masked": the crop, set by prepare()
     work: tuple[np.ndarray, np.ndarray] | None = None  # picture and mask the diffusion sees
+    composite_mask: np.ndarray | None = None  # [H, W] uint8: how much of the result shows (0 = the picture's pixel)
     notes: list[str] = field(default_factory=list)  # what was done to the mask file, said once and recorded
 
     @property
@@ -69,10 +69,12 @@ class MaskedStart:
         picture = self.picture
         if self.options.masked_content == "fill":
             picture = mask_ops.blur_fill(picture, self.mask)
+        blurred = mask_ops.gaussian_blur(self.mask, self.options.mask_blur)
+        self.composite_mask = self._overlay(blurred)
         if self.options.area == "whole":
             self.work = (picture, self.mask)
             return
-        self.box = mask_ops.crop_box(self._overlay_source(), self.options.padding, 1, 1)
+        self.box = mask_ops.crop_box(blurred, self.options.padding, 1, 1)  # A1111 crops around the blurred mask
         self.work = _crop_and_resize(picture, self.mask, self.box, components.native_size)
 
     def fit_plan(self, plan):
@@ -117,19 +119,16 @@ class MaskedStart:
             result = pasted
         if not self.options.keep_unmasked:
             return result
-        return mask_ops.composite(self.picture, result, self.overlay())
+        return mask_ops.composite(self.picture, result, self.composite_mask)
 
-    def overlay(self) -> np.ndarray:
+    def _overlay(self, blurred: np.ndarray) -> np.ndarray:
         """How much of the generated result shows at each pixel (0 = the picture's own pixel)."""
-        overlay = mask_ops.overlay_mask(self._overlay_source(), only_masked=self.options.area == "masked")
+        overlay = mask_ops.overlay_mask(blurred, only_masked=self.options.area == "masked")
         if self.options.outpaint is not None:  # the original area is kept, except where --mask repaints it
             x1, y1, x2, y2 = _original_area(self.size, self.options.outpaint)
             inside = overlay[y1:y2, x1:x2]
             inside[self.mask[y1:y2, x1:x2] == 0] = 0
         return overlay
-
-    def _overlay_source(self) -> np.ndarray:
-        return mask_ops.gaussian_blur(self.mask, self.options.mask_blur)
 
     def record(self) -> dict:
         o = self.options
