@@ -254,3 +254,15 @@ def test_outpaint_property(ldm, tmp_path, sides):
         assert result.code == 1 and "no such folder or file" in lines[-1], result.stderr
     else:
         assert result.code == 2 and len(lines) == 1 and lines[0].startswith("ldm: error: "), result.stderr
+
+
+def test_a_mask_of_another_size_is_resized_to_the_picture_and_said(ldm, tiny_model, tmp_path):
+    write_pictures(tmp_path)
+    small = np.zeros((32, 32), np.uint8)
+    small[10:22, 7:23] = 255
+    Image.fromarray(small).save(tmp_path / "small.png")
+    result = ldm("generate", PROMPT, "--init-image", "init.png", "--mask", "small.png", *FAST, "--model", tiny_model,
+                 "--out", "r.png", "--json")
+    assert result.code == 0, result.stderr
+    assert "note: --mask: resized the mask from 32x32 to the picture's 64x64" in result.stderr
+    assert json.loads(result.stdout)["inpaint"]["notes"] == ["resized the mask from 32x32 to the picture's 64x64"]
