@@ -266,3 +266,21 @@ def test_a_mask_of_another_size_is_resized_to_the_picture_and_said(ldm, tiny_mod
     assert result.code == 0, result.stderr
     assert "note: --mask: resized the mask from 32x32 to the picture's 64x64" in result.stderr
     assert json.loads(result.stdout)["inpaint"]["notes"] == ["resized the mask from 32x32 to the picture's 64x64"]
+
+
+def test_a_config_folder_with_an_inpainting_unet_config_is_used_for_a_nine_channel_file(nine_channel_model, tiny_model, tmp_path):
+    """The bundled SD1.5 configs work this way: unet/ (4 channels) and unet_inpainting/ (9)."""
+    import shutil
+
+    from ldm_cli.models.inpaint_detect import INPAINTING_SUBFOLDER
+    from ldm_cli.models.loading import load_components, resolve_source
+    from tests.ldm_checkpoint import config_folder, export_single_file
+
+    checkpoint = export_single_file(nine_channel_model, tmp_path / "tiny-inpainting.safetensors")
+    configs = config_folder(tiny_model, tmp_path / "configs")
+    (configs / INPAINTING_SUBFOLDER).mkdir()
+    shutil.copy(nine_channel_model / "unet" / "config.json", configs / INPAINTING_SUBFOLDER / "config.json")
+    components = load_components(resolve_source(str(checkpoint)), "cpu", torch.float32, single_file_config=configs)
+    reference = load_components(resolve_source(str(nine_channel_model)), "cpu", torch.float32)
+    assert components.unet.config.in_channels == 9
+    assert torch.equal(components.unet.conv_in.weight, reference.unet.conv_in.weight)
