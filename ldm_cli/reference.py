@@ -11,23 +11,27 @@ def reference_pipeline(components: Components, scheduler: str, img2img: bool = F
     """StableDiffusionPipeline (or its img2img sibling) sharing `components`' models."""
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
-    cls = StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
-    pipe = cls(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=build_scheduler(scheduler, components.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _build(StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline, components, scheduler)
 
 
 def lcm_reference_pipeline(components: Components):
     """LatentConsistencyModelPipeline (LCMScheduler) sharing `components`' models: the oracle for LCM UNets."""
     from diffusers import LatentConsistencyModelPipeline
 
-    pipe = LatentConsistencyModelPipeline(
+    return _build(LatentConsistencyModelPipeline, components, "lcm")
+
+
+def reference_inpaint_pipeline(components: Components, scheduler: str):
+    """StableDiffusionInpaintPipeline sharing `components`' models (4- or 9-channel UNet)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    return _build(StableDiffusionInpaintPipeline, components, scheduler)
+
+
+def _build(cls, components: Components, scheduler: str):
+    pipe = cls(
         vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=build_scheduler("lcm", components.scheduler_config),
+        unet=components.unet, scheduler=build_scheduler(scheduler, components.scheduler_config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)

@@ -15,8 +15,10 @@ from ldm_cli.models.loading import SD15_CONFIG_DIR
 HIDDEN = 32
 
 
-def build_tiny_model(folder: Path, seed: int = 0, sample_size: int = 8) -> Path:
-    """Create a tiny random model at `folder` (native size sample_size*8 pixels) and return it."""
+def build_tiny_model(folder: Path, seed: int = 0, sample_size: int = 8, in_channels: int = 4) -> Path:
+    """Create a tiny random model at `folder` (native size sample_size*8 pixels) and return it.
+
+    in_channels=9 makes an inpainting UNet (latents + mask + masked-picture latents)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -40,7 +42,7 @@ def build_tiny_model(folder: Path, seed: int = 0, sample_size: int = 8) -> Path:
     )
     unet = UNet2DConditionModel(
         sample_size=sample_size,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(32, 64),

@@ -105,3 +105,23 @@ def test_samplers_that_fail_near_zero_terminal_snr_are_named_before_they_run(ldm
     assert sampler_warning("heun", 20, demo) and not sampler_warning("heun", 50, demo)
     sd1 = json.loads((SD15_CONFIG_DIR / "scheduler" / "scheduler_config.json").read_text())
     assert sampler_warning("pndm", 20, sd1) is None  # SD1's own schedule keeps 6.8% of the signal: PNDM is fine
+
+
+def test_demo_model_inpaints_a_red_circle_into_the_masked_centre_and_keeps_the_rest(ldm, tmp_path):
+    """The README's before/mask/after triple: a flat blue picture, its centre masked, "a red circle"."""
+    from ldm_cli.demo.inpaint_scene import MASK_BOX, write_scene
+    from ldm_cli.pipeline import mask_ops
+
+    before, mask_path = write_scene(tmp_path)
+    result = ldm("generate", "a red circle", "--model", "demo", "--init-image", before, "--mask", mask_path,
+                 "--seed", "1", "--steps", "20", "--out", "after.png")
+    assert result.code == 0, result.stderr
+    after = np.asarray(Image.open(tmp_path / "after.png").convert("RGB"))
+    picture, mask = np.asarray(Image.open(before)), np.asarray(Image.open(mask_path))
+    x1, y1, x2, y2 = MASK_BOX
+    inside = read_image(after[y1:y2, x1:x2])
+    assert (inside.colour, inside.shape, inside.background) == ("red", "circle", "blue")
+    whole = read_image(after)
+    assert (whole.colour, whole.shape, whole.background) == ("red", "circle", "blue")
+    untouched = mask_ops.overlay_mask(mask_ops.gaussian_blur(mask, 4), only_masked=False) == 0
+    assert untouched.mean() > 0.5 and np.array_equal(after[untouched], picture[untouched])

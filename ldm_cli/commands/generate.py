@@ -31,6 +31,10 @@ EXAMPLES = """Examples:
   ldm generate "a lighthouse" --model model.safetensors --vae vae-ft-mse-840000-ema-pruned.safetensors
 
   ldm generate "a lighthouse" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --variant fp16
+
+  ldm generate "a red circle" --init-image photo.png --mask mask.png
+
+  ldm generate "a wide beach" --init-image photo.png --outpaint 128,0,128,0
 """
 
 
@@ -113,6 +117,34 @@ def generate(
     vae: VaeOpt = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
+    mask: Annotated[
+        Optional[Path], typer.Option("--mask", help="Inpaint: repaint where this image is white (with --init-image).")
+    ] = None,
+    mask_blur: Annotated[
+        Optional[int], typer.Option("--mask-blur", help="Inpaint: feather the mask by N pixels when keeping the rest [default: 4].")
+    ] = None,
+    keep_unmasked: Annotated[
+        Optional[bool],
+        typer.Option("--keep-unmasked/--no-keep-unmasked", help="Inpaint: paste the result over the init through the blurred mask [default: keep]."),
+    ] = None,
+    inpaint_area: Annotated[
+        Optional[str], typer.Option("--inpaint-area", help="Inpaint: whole (the picture) or masked (a crop around the mask, at the model's size).")
+    ] = None,
+    inpaint_padding: Annotated[
+        Optional[int], typer.Option("--inpaint-padding", help="Inpaint, --inpaint-area masked: pixels around the mask [default: 32].")
+    ] = None,
+    invert_mask: Annotated[
+        Optional[bool], typer.Option("--invert-mask", help="Inpaint: repaint where the mask is black instead.")
+    ] = None,
+    masked_content: Annotated[
+        Optional[str], typer.Option("--masked-content", help="Inpaint: what the masked area starts from: original or fill [default: original].")
+    ] = None,
+    outpaint: Annotated[
+        Optional[str], typer.Option("--outpaint", help="Grow the canvas by LEFT,TOP,RIGHT,BOTTOM pixels (multiples of 8) and paint the border.")
+    ] = None,
+    outpaint_fill: Annotated[
+        Optional[str], typer.Option("--outpaint-fill", help="Outpaint: start the border from mean (colour + noise) or edge (stretched) [default: mean].")
+    ] = None,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
 

@@ -10,6 +10,7 @@ from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.models.lora import parse_lora_arg
 from ldm_cli.models.variants import validate_variant
 from ldm_cli.models.performance import PerformanceSettings
+from ldm_cli.pipeline.inpaint_settings import check_recorded_files, inpaint_from_record
 from ldm_cli.pipeline.schedulers import SCHEDULERS
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
@@ -25,6 +26,8 @@ def build_settings(args: dict) -> GenerateSettings:
         explicit.setdefault("height", args["dim"])
         explicit.setdefault("width", args["dim"])
     values.update(explicit)
+    if args["from_image"] is not None:
+        check_recorded_files(args["from_image"], values, explicit)
     prompts = _prompts(args, values.pop("prompt", None))
     check_device_and_dtype(args["device"], args["dtype"])
     settings = GenerateSettings(
@@ -52,6 +55,7 @@ def build_settings(args: dict) -> GenerateSettings:
             offload=args.get("offload", False), vae_tiling=args.get("vae_tiling", False),
         ),
         dry_run=args.get("dry_run", False),
+        **{key: values.get(key) for key in INPAINT_FLAGS},
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -72,8 +76,10 @@ def build_settings(args: dict) -> GenerateSettings:
     return settings
 
 
+INPAINT_FLAGS = ("mask", "mask_blur", "keep_unmasked", "inpaint_area", "inpaint_padding", "invert_mask",
+                 "masked_content", "outpaint", "outpaint_fill")
 _SETTING_FLAGS = {"steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
-                  "init_image", "init_latents", "strength"}
+                  "init_image", "init_latents", "strength", *INPAINT_FLAGS}
 
 
 def _prompts(args: dict, recorded_prompt: str | None) -> tuple[str, ...]:
@@ -121,6 +127,7 @@ def settings_from_image(path: Path) -> dict:
             "vae": (record["model"].get("vae") or {}).get("spec"), "variant": record["model"].get("variant"),
             "ema": record["model"].get("ema", False),
             **_img2img_from_record(record.get("img2img")),
+            **inpaint_from_record(record.get("inpaint"), record.get("img2img")),
         }
     if chunks["parameters"]:
         return _from_a1111(parse_a1111(chunks["parameters"]))

@@ -207,6 +207,8 @@ def _load_single_file(source: ModelSource, dtype, allow_pickle: bool, config_dir
                       with_vae: bool = True) -> Components:
     from transformers import CLIPTokenizer
 
+    from ldm_cli.models.inpaint_detect import single_file_unet
+
     path = source.path
     _check_single_file(path, allow_pickle, vae_given=not with_vae)
     state = single_file.read_state_dict(path, allow_pickle)
@@ -216,7 +218,11 @@ def _load_single_file(source: ModelSource, dtype, allow_pickle: bool, config_dir
     if ema:
         state = single_file.use_ema(state, path.name)
     hint = f"re-download it, or pass --config with its component configs (used: {config_dir})"
-    parts = _guarded_load("checkpoint", path, lambda: single_file.load_sd1_parts(state, config_dir, dtype, with_vae), hint=hint)
+    def load_parts():  # a 9-channel inpainting UNet needs a config of its own
+        unet = single_file_unet(path, config_dir, dtype, state).get("unet")
+        return single_file.load_sd1_parts(state, config_dir, dtype, with_vae, unet=unet)
+
+    parts = _guarded_load("checkpoint", path, load_parts, hint=hint)
     tokenizer = _guarded_load("tokenizer", config_dir / "tokenizer", lambda: CLIPTokenizer.from_pretrained(config_dir / "tokenizer"))
     return Components(
         source=source,

@@ -154,15 +154,17 @@ def use_ema(state: dict, name: str) -> dict:
     return {k: v for k, v in swapped.items() if not k.startswith(EMA_PREFIX)}
 
 
-def load_sd1_parts(state: dict, config_dir: Path, dtype, with_vae: bool) -> dict:
-    """text_encoder, unet and (when with_vae) vae from an SD1 state dict, via diffusers' converters."""
+def load_sd1_parts(state: dict, config_dir: Path, dtype, with_vae: bool, unet=None) -> dict:
+    """text_encoder, unet and (when with_vae) vae from an SD1 state dict, via diffusers' converters.
+
+    `unet`: one already built (an inpainting UNet, whose config differs from config_dir's)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
     from transformers import CLIPTextModel
 
     common = {"config": str(config_dir), "local_files_only": True, "torch_dtype": dtype}
     parts = {
-        "unet": UNet2DConditionModel.from_single_file(state, subfolder="unet", **common),
+        "unet": unet if unet is not None else UNet2DConditionModel.from_single_file(state, subfolder="unet", **common),
         "text_encoder": create_diffusers_clip_model_from_ldm(
             CLIPTextModel, state, subfolder="text_encoder", config=str(config_dir), torch_dtype=dtype,
             local_files_only=True,

@@ -54,11 +54,20 @@ class GenerateSettings:
     resize: str | None = None  # how --init-image reaches --height/--width; None -> crop
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)  # --compile, --offload, ...
     dry_run: bool = False  # print the resolved plan and a memory estimate; load nothing
+    mask: Path | None = None  # inpainting (pipeline/inpaint.py): white = repaint; None below -> the defaults
+    mask_blur: int | None = None  # None -> 4
+    keep_unmasked: bool | None = None  # None -> True
+    inpaint_area: str | None = None  # whole | masked; None -> whole
+    inpaint_padding: int | None = None  # None -> 32
+    invert_mask: bool | None = None
+    masked_content: str | None = None  # original | fill; None -> original
+    outpaint: str | None = None  # "LEFT,TOP,RIGHT,BOTTOM" pixels
+    outpaint_fill: str | None = None  # mean | edge; None -> mean
 
     def to_record(self) -> dict:
         record = asdict(self)
         record["out"] = str(self.out) if self.out else None
-        for key in ("init_image", "init_latents"):
+        for key in ("init_image", "init_latents", "mask"):
             record[key] = str(record[key]) if record[key] else None
         record["model"]["config"] = str(self.model.config) if self.model.config else None
         return record
@@ -89,6 +98,9 @@ def validate_generate(s: GenerateSettings) -> None:
     _check_range("--every", s.every, 1, 1000)
     if s.intermediates_mode not in PREVIEW_MODES:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
+    from ldm_cli.pipeline.inpaint_settings import validate_inpaint
+
+    validate_inpaint(s)
     _validate_img2img(s)
     check_writable_output(s.out)
 
@@ -131,7 +143,8 @@ def _validate_img2img(s: GenerateSettings) -> None:
     if s.resize is not None and s.init_latents is not None:
         raise UsageError(f"--resize {s.resize}: only used with --init-image (latents cannot be resized)")
     SizePolicy(resize=s.resize or "crop").validate()
-    check_strength(DEFAULT_STRENGTH if s.strength is None else s.strength, s.steps)
+    masked = s.mask is not None or s.outpaint is not None
+    check_strength((1.0 if masked else DEFAULT_STRENGTH) if s.strength is None else s.strength, s.steps)
 
 
 def _check_range(flag: str, value: int, low: int, high: int) -> None:

@@ -125,9 +125,9 @@ def _hub_cache_configs(source: ModelSource) -> dict | None:
 def _init_size(settings) -> tuple[int, int] | None:
     if getattr(settings, "init_image", None) is None and getattr(settings, "init_latents", None) is None:
         return None
-    from ldm_cli.pipeline import img2img
+    from ldm_cli.pipeline.start import resolve_start
 
-    return img2img.load_init(settings).size
+    return resolve_start(settings).size  # the init's size, grown by --outpaint
 
 
 def count_parameters(configs: dict) -> dict[str, int]:

@@ -18,7 +18,7 @@ import torch
 from ldm_cli.pipeline import latents as latent_ops
 from ldm_cli.pipeline.guidance import guidance_embedding, uses_unconditional_pass
 from ldm_cli.models.loading import Components
-from ldm_cli.pipeline.sampling import Conditioning, denoise, initial_noise
+from ldm_cli.pipeline.sampling import Conditioning, denoise
 from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
 from ldm_cli.pipeline.text import encode_prompts
 
@@ -36,7 +36,7 @@ class SamplingPlan:
 
     def latent_shape(self, components: Components) -> tuple[int, int, int, int]:
         factor = components.vae_scale_factor
-        return (1, components.unet.config.in_channels, self.height // factor, self.width // factor)
+        return (1, components.vae.config.latent_channels, self.height // factor, self.width // factor)
 
 
 @dataclass
@@ -46,20 +46,26 @@ class GeneratedImage:
     image: torch.Tensor  # [1, 3, H, W] float32 in [0, 1]
     latents: torch.Tensor  # final latents [1, 4, h, w]
     seconds: float
+    final_pixels: np.ndarray | None = None  # set when the start composites (inpainting keeps the unmasked picture)
 
     @property
     def pixels(self) -> np.ndarray:
         """[H, W, 3] uint8, rounded as diffusers rounds."""
+        if self.final_pixels is not None:
+            return self.final_pixels
         return latent_ops.to_uint8(self.image)[0]
 
 
 class TextToImage:
     """Holds loaded components and makes images one at a time (image i is reproducible alone)."""
 
-    def __init__(self, components: Components, device: str, dtype: torch.dtype):
+    def __init__(self, components: Components, device: str, dtype: torch.dtype, start=None):
+        from ldm_cli.pipeline.start import NoiseStart
+
         self.components = components
         self.device = device
         self.dtype = dtype
+        self.start = start if start is not None else NoiseStart()  # pipeline/start.py: noise, init or masked init
         self._uncond_cache: dict[str, torch.Tensor] = {}
 
     def conditioning(self, prompt: str, plan: SamplingPlan) -> Conditioning:
@@ -85,13 +91,15 @@ class TextToImage:
         scheduler = build_scheduler(plan.scheduler, c.scheduler_config)
         scheduler.set_timesteps(plan.steps, device=self.device)
         generator = torch.Generator("cpu").manual_seed(seed)
-        latents, timesteps = self.starting_point(scheduler, generator, plan)
+        begun = self.start.begin(c, self.device, self.dtype, scheduler, generator, plan)
         step_kwargs = {"generator": generator} if spec_for(plan.scheduler).stochastic else {}
-        final = denoise(c.unet, scheduler, latents, conditioning, timesteps, step_kwargs, on_step)
+        final = denoise(c.unet, scheduler, begun.latents, conditioning, begun.timesteps, step_kwargs, on_step,
+                        unet_extra=begun.unet_extra, after_step=begun.after_step)
         image = latent_ops.decode(c.vae, final)  # [1, 3, H, W] in [0, 1]
-        return GeneratedImage(prompt, seed, image, final, time.perf_counter() - started)
+        pixels = self.start.finish(image)  # None, or the result composited over the init (inpainting)
+        return GeneratedImage(prompt, seed, image, final, time.perf_counter() - started, pixels)
 
     def starting_point(self, scheduler, generator, plan: SamplingPlan):
-        """Pure noise at the first timestep; subclasses start elsewhere (img2img)."""
-        noise = initial_noise(plan.latent_shape(self.components), generator, self.dtype, self.device)
-        return noise * scheduler.init_noise_sigma, scheduler.timesteps
+        """(latents, timesteps) the loop starts from: the start's, without inpainting's extras."""
+        begun = self.start.begin(self.components, self.device, self.dtype, scheduler, generator, plan)
+        return begun.latents, begun.timesteps

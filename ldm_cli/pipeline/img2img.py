@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ldm_cli.pipeline.config import DEFAULT_STRENGTH, kept_steps
+from ldm_cli.pipeline.config import DEFAULT_STRENGTH
 from ldm_cli.errors import UsageError
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-from ldm_cli.pipeline.sampling import initial_noise
-
+from ldm_cli.pipeline.start import InitStart
 
 
 @dataclass
@@ -53,7 +52,7 @@ def load_init(settings) -> InitSource | None:
     """Read --init-image (with the size policy) or --init-latents; None for plain text-to-image."""
     if settings.init_image is None and settings.init_latents is None:
         return None
-    strength = settings.strength if settings.strength is not None else DEFAULT_STRENGTH
+    strength = settings.strength if settings.strength is not None else default_strength(settings)
     if settings.init_image is not None:
         from ldm_cli.files.image_io import SizePolicy, load_image
 
@@ -69,6 +68,12 @@ def load_init(settings) -> InitSource | None:
         if wanted is not None and wanted != actual:
             raise UsageError(f"{flag} {wanted}: --init-latents fixes the size to {width}x{height}; drop {flag}")
     return InitSource(settings.init_latents, strength, latent_file=latent_file)
+
+
+def default_strength(settings) -> float:
+    """0.75 for img2img; 1.0 when a mask (or --outpaint) says where to repaint."""
+    masked = getattr(settings, "mask", None) is not None or getattr(settings, "outpaint", None)
+    return 1.0 if masked else DEFAULT_STRENGTH
 
 
 def _check_size(path: Path, size: tuple[int, int]) -> None:
@@ -96,33 +101,15 @@ def make_generator(components, device, dtype, init: InitSource | None, vae_hash:
 
 
 class ImageToImage(TextToImage):
-    """TextToImage's conditioning and loop, started from a noised encoding of the init image."""
+    """TextToImage's conditioning and loop, started from a noised encoding of the init image
+    (the starting-point logic lives in pipeline/start.py's InitStart)."""
 
     def __init__(self, components, device, dtype, init: InitSource, vae_hash: str | None = None):
-        super().__init__(components, device, dtype)
+        start = InitStart(init)
+        start.prepare(components, vae_hash)
+        super().__init__(components, device, dtype, start)
         self.init = init
-        if init.latent_file is not None:
-            from ldm_cli.pipeline.codec import check_fits
-
-            check_fits(init.latent_file, components.vae, components.source.spec, vae_hash or "")
-
-    def starting_point(self, scheduler, generator, plan: SamplingPlan):
-        """The init latents noised to the timestep the strength selects, and the timesteps left."""
-        t_start, _ = kept_steps(plan.steps, self.init.strength)
-        begin = t_start * scheduler.order
-        timesteps = scheduler.timesteps[begin:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(begin)
-        start = self.start_latents(generator)  # draws from the generator first, as diffusers does
-        noise = initial_noise(start.shape, generator, self.dtype, self.device)
-        return scheduler.add_noise(start, noise, timesteps[:1]), timesteps
 
     def start_latents(self, generator) -> torch.Tensor:
         """x_0 in the UNet's space: a seeded posterior sample of the image, or the given latents."""
-        if self.init.latent_file is not None:
-            return self.init.latent_file.latents.to(self.device, self.dtype)
-        from ldm_cli.pipeline import vae_ops
-        from ldm_cli.files.image_io import to_tensor
-
-        pixels = to_tensor(self.init.image.pixels).to(self.device, self.dtype)
-        return vae_ops.encode(self.components.vae, pixels, sample=True, generator=generator).latents.to(self.dtype)
+        return self.start.start_latents(self.components, self.device, self.dtype, generator)

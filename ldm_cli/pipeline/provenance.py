@@ -8,6 +8,7 @@ from ldm_cli import __version__
 from ldm_cli.files.hashing import sha256_files
 from ldm_cli.files.metadata import A1111_KEY, FORMAT_VERSION, JSON_KEY, a1111_parameters, library_versions
 from ldm_cli.models.loading import Components
+from ldm_cli.pipeline.inpaint_settings import inpaint_fields
 from ldm_cli.pipeline.schedulers import spec_for
 
 
@@ -30,6 +31,7 @@ def png_text(record: dict) -> dict[str, str]:
         "Model": record["model"]["name"],
         **_vae_fields(record["model"].get("vae")),
         "Denoising strength": (record.get("img2img") or {}).get("strength"),
+        **inpaint_fields(record.get("inpaint")),
         "Version": f"ldm {__version__}",
     }
     return {

@@ -43,11 +43,15 @@ def initial_noise(shape, generator, dtype, device):
     return torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
 
-def predict_noise(unet, scheduler, latents, t, conditioning: Conditioning):
-    """One guided noise prediction: a single UNet call on the [uncond, cond] batch."""
+def predict_noise(unet, scheduler, latents, t, conditioning: Conditioning, unet_extra=None):
+    """One guided noise prediction: a single UNet call on the [uncond, cond] batch.
+
+    `unet_extra` [B, C, h, w] is appended after scaling (an inpainting UNet's mask and masked picture)."""
     guided = conditioning.uncond is not None
     x_in = torch.cat([latents, latents]) if guided else latents  # [2B, C, h, w] when guided
     x_in = scheduler.scale_model_input(x_in, t)
+    if unet_extra is not None:
+        x_in = torch.cat([x_in, torch.cat([unet_extra] * (len(x_in) // len(unet_extra)))], dim=1)
     extra = {} if conditioning.timestep_cond is None else {"timestep_cond": conditioning.timestep_cond}
     eps = unet(x_in, t, encoder_hidden_states=conditioning.batch(), return_dict=False, **extra)[0]
     if not guided:
@@ -64,14 +68,20 @@ def denoise(
     timesteps,
     step_kwargs: dict | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    unet_extra=None,
+    after_step: Callable[[int, object], object] | None = None,
 ):
-    """Run the reverse process over `timesteps` from `latents` (already scaled to the first sigma)."""
+    """Run the reverse process over `timesteps` from `latents` (already scaled to the first sigma).
+
+    `after_step(i, latents)` may replace the latents after each step (4-channel inpainting's blend)."""
     step_kwargs = step_kwargs or {}
     total = len(timesteps)
     with torch.no_grad():
         for index, t in enumerate(timesteps):
-            eps = predict_noise(unet, scheduler, latents, t, conditioning)
+            eps = predict_noise(unet, scheduler, latents, t, conditioning, unet_extra)
             latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+            if after_step is not None:
+                latents = after_step(index, latents)
             if on_step is not None:
                 on_step(StepInfo(index, total, int(t), latents, scheduler))
     return latents

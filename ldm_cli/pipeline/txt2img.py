@@ -9,15 +9,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ldm_cli.pipeline import img2img
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
 from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
-from ldm_cli.pipeline.generation import SamplingPlan
+from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
 from ldm_cli.models.performance import apply_fast_paths, check_device, cpu_has_native_bf16
 from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
 from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
+from ldm_cli.pipeline.start import resolve_start
 from ldm_cli.pipeline.text import dropped_words
 
 
@@ -79,15 +79,19 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
 
 def run(settings: GenerateSettings) -> list[dict]:
     """Generate every requested image; returns one summary dict per image written."""
-    init = img2img.load_init(settings)  # None for text-to-image; the init file is checked before the model loads
+    start = resolve_start(settings)  # noise, init or masked init; its files are checked before the model loads
+    for note in getattr(start, "notes", ()):
+        say(f"note: --mask: {note}")
+    start.check_source(resolve_source(settings.model.model, settings.model.revision))  # reads configs, not weights
     components, device, dtype, load_seconds = load_model(settings)
-    plan = img2img.fit_plan(resolve_plan(settings, components), init)
+    hashes = component_hashes(components)
+    start.prepare(components, hashes.get("vae") or hashes.get("checkpoint"))
+    plan = start.fit_plan(resolve_plan(settings, components))
     warn_truncation(components, settings.prompts + (settings.negative_prompt,))
     warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
     if warning:
         say(warning)
-    hashes = component_hashes(components)
-    text_to_image = img2img.make_generator(components, device, dtype, init, hashes.get("vae") or hashes.get("checkpoint"))
+    text_to_image = TextToImage(components, device, dtype, start)
     preview_map = None
     if settings.save_intermediates and settings.intermediates_mode == "preview":
         from ldm_cli.pipeline.latents import fit_preview_map
@@ -101,8 +105,7 @@ def run(settings: GenerateSettings) -> list[dict]:
     for number, (prompt, seed) in enumerate(jobs, start=1):
         summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
         summary["timings"]["model_load_s"] = round(load_seconds, 3)
-        if init is not None:
-            summary["img2img"] = init.record()
+        summary.update(start.record())  # "img2img" (and "inpaint") for images that started from a picture
         _write_and_report(settings, components, plan, hashes, device, dtype, summary)
         summaries.append(summary)
     return summaries
@@ -148,7 +151,7 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     record = build_record(
         prompt=result.prompt, seed=result.seed, settings=resolved, components=components, hashes=hashes,
         device=device, dtype=dtype_name(dtype), timings=summary["timings"],
-        extra={"img2img": summary["img2img"]} if "img2img" in summary else None,
+        extra={key: summary[key] for key in ("img2img", "inpaint") if key in summary} or None,
     )
     path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
