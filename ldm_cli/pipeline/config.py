@@ -51,6 +51,7 @@ class GenerateSettings:
     resize: str | None = None  # how --init-image reaches --height/--width; None -> crop
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)  # --compile, --offload, ...
     dry_run: bool = False  # print the resolved plan and a memory estimate; load nothing
+    recipe: object | None = None  # recipe.RecipeSettings: prompt syntax, clip skip, variation, hires...; None -> defaults
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -87,6 +88,10 @@ def validate_generate(s: GenerateSettings) -> None:
     if s.intermediates_mode not in PREVIEW_MODES:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
     _validate_img2img(s)
+    if s.recipe is not None:
+        from ldm_cli.pipeline.recipe import validate_recipe
+
+        validate_recipe(s.recipe, s)
     check_writable_output(s.out)
 
 

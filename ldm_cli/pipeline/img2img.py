@@ -22,7 +22,6 @@ import torch
 from ldm_cli.pipeline.config import DEFAULT_STRENGTH, kept_steps
 from ldm_cli.errors import UsageError
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-from ldm_cli.pipeline.sampling import initial_noise
 
 
 
@@ -114,7 +113,7 @@ class ImageToImage(TextToImage):
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
         start = self.start_latents(generator)  # draws from the generator first, as diffusers does
-        noise = initial_noise(start.shape, generator, self.dtype, self.device)
+        noise = self.noise(start.shape, generator, plan)
         return scheduler.add_noise(start, noise, timesteps[:1]), timesteps
 
     def start_latents(self, generator) -> torch.Tensor:

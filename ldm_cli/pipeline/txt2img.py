@@ -17,8 +17,8 @@ from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
 from ldm_cli.models.performance import apply_fast_paths, check_device, cpu_has_native_bf16
 from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
+from ldm_cli.pipeline.recipe import output_size, plan_for_image
 from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
-from ldm_cli.pipeline.text import dropped_words
 
 
 def say(message: str) -> None:
@@ -49,8 +49,14 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
 
 def resolve_plan(settings: GenerateSettings, components: Components) -> SamplingPlan:
     """Fill in what defaults to the model: native size and its own scheduler."""
+    from ldm_cli.pipeline.recipe import check_clip_skip, plan_fields
+    from ldm_cli.pipeline.schedule_types import resolve_sampler
+
     native = components.native_size
     scheduler = settings.scheduler or name_for_class(components.scheduler_config.get("_class_name", ""))
+    recipe = plan_fields(settings.recipe)
+    scheduler, recipe["schedule_type"] = resolve_sampler(scheduler, recipe.get("schedule_type"))
+    check_clip_skip(recipe.get("clip_skip", 1), components.text_encoder)
     return SamplingPlan(
         height=settings.height or native,
         width=settings.width or native,
@@ -58,15 +64,12 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         guidance=settings.guidance,
         scheduler=scheduler,
         negative_prompt=settings.negative_prompt,
+        **recipe,
     )
 
 
 def warn_truncation(components: Components, prompts) -> None:
-    for prompt in {*prompts}:
-        dropped = dropped_words(components.tokenizer, prompt)
-        if dropped:
-            limit = components.tokenizer.model_max_length
-            say(f"warning: prompt longer than {limit} tokens; these words were dropped: {dropped!r}")
+    """Nothing is dropped any more (long prompts go to CLIP in chunks of 75 tokens, as in A1111)."""
 
 
 def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
@@ -98,11 +101,12 @@ def run(settings: GenerateSettings) -> list[dict]:
     summaries = []
     jobs = [(prompt, base_seed + i) for prompt in settings.prompts for i in range(settings.num_images)]
     for number, (prompt, seed) in enumerate(jobs, start=1):
-        summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
+        image_plan = plan_for_image(plan, seed - base_seed)
+        summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
         summary["timings"]["model_load_s"] = round(load_seconds, 3)
         if init is not None:
             summary["img2img"] = init.record()
-        _write_and_report(settings, components, plan, hashes, device, dtype, summary)
+        _write_and_report(settings, components, image_plan, hashes, device, dtype, summary)
         summaries.append(summary)
     return summaries
 
@@ -151,7 +155,7 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     )
     path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
-                   width=plan.width, height=plan.height, steps=plan.steps, guidance=plan.guidance,
+                   width=output_size(plan)[0], height=output_size(plan)[1], steps=plan.steps, guidance=plan.guidance,
                    scheduler=plan.scheduler, model=components.source.spec)
     if recorder is not None:
         summary["intermediates"] = str(recorder.write_beside(path))
