@@ -79,10 +79,12 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
     return out
 
 
-def run(settings: GenerateSettings) -> list[dict]:
-    """Generate every requested image; returns one summary dict per image written."""
+def run(settings: GenerateSettings, loaded: tuple | None = None) -> list[dict]:
+    """Generate every requested image; returns one summary dict per image written.
+
+    `loaded`: what load_model returned for these settings' model, to share one load (ldm grid)."""
     init = img2img.load_init(settings)  # None for text-to-image; the init file is checked before the model loads
-    components, device, dtype, load_seconds = load_model(settings)
+    components, device, dtype, load_seconds = loaded or load_model(settings)
     plan = img2img.fit_plan(resolve_plan(settings, components), init)
     warn_truncation(components, settings.prompts + (settings.negative_prompt,))
     warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
