@@ -82,5 +82,7 @@ def test_grid_errors(ldm, tiny_model):
     assert "at least one axis" in ldm("grid", "a cat", "--model", tiny_model).stderr
     bad_cell = ldm("grid", "a cat", "--model", tiny_model, "--x", "steps=2,0")
     assert bad_cell.code == 2 and "--steps 0" in bad_cell.stderr
+    not_found = ldm("grid", "a cat", "--model", tiny_model, "--x", "prompt=dog,fox")
+    assert not_found.code == 2 and "'dog' is not in the prompt" in not_found.stderr
     no_lora = ldm("grid", "a cat", "--model", tiny_model, "--x", "lora=0.5,1")
     assert no_lora.code == 2 and "also pass --lora" in no_lora.stderr

@@ -119,6 +119,8 @@ def apply(args: dict, axis: Axis, value) -> dict:
     name = axis.key.name
     if name == "prompt":
         search = axis.values[0]
+        if search not in (args.get("prompt") or "") and search not in (args.get("negative_prompt") or ""):
+            raise UsageError(f"prompt S/R: {search!r} is not in the prompt or the negative prompt; the first value is the search term")
         args["prompt"] = (args.get("prompt") or "").replace(search, value)
         if args.get("negative_prompt"):
             args["negative_prompt"] = args["negative_prompt"].replace(search, value)

@@ -68,10 +68,6 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
     )
 
 
-def warn_truncation(components: Components, prompts) -> None:
-    """Nothing is dropped any more (long prompts go to CLIP in chunks of 75 tokens, as in A1111)."""
-
-
 def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
     out = settings.out or Path("outputs")
     if output_is_folder(out):
@@ -86,7 +82,7 @@ def run(settings: GenerateSettings, loaded: tuple | None = None) -> list[dict]:
     init = img2img.load_init(settings)  # None for text-to-image; the init file is checked before the model loads
     components, device, dtype, load_seconds = loaded or load_model(settings)
     plan = img2img.fit_plan(resolve_plan(settings, components), init)
-    warn_truncation(components, settings.prompts + (settings.negative_prompt,))
+    # no truncation warning: long prompts go to CLIP whole, in chunks of 75 tokens (conditioning.py)
     warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
     if warning:
         say(warning)
