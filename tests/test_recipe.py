@@ -205,3 +205,14 @@ def test_plain_syntax_is_recorded_as_emphasis_none_and_replayed(ldm, tiny_model,
     _a1111_png(a1111_only, read_png_metadata(tmp_path / "p.png")["parameters"])
     assert ldm("generate", "--from", a1111_only, "--model", tiny_model, "--out", "r.png").code == 0
     assert np.array_equal(_pixels(tmp_path / "p.png"), _pixels(tmp_path / "r.png"))
+
+
+def test_a1111_sampler_names_and_schedule_types_agree(ldm, tiny_model, tmp_path):
+    base = ("generate", "a fox", "--model", tiny_model, "--steps", "3", "--seed", "2")
+    for i, flags in enumerate([("--scheduler", "DPM++ 2M Karras"), ("--scheduler", "DPM++ 2M", "--schedule-type", "Karras"),
+                               ("--scheduler", "dpm++2m", "--schedule-type", "karras"), ("--scheduler", "dpm++2m-karras")]):
+        assert ldm(*base, *flags, "--out", f"{i}.png").code == 0
+        assert np.array_equal(_pixels(tmp_path / "0.png"), _pixels(tmp_path / f"{i}.png")), flags
+        assert "Sampler: DPM++ 2M, Schedule type: Karras" in read_png_metadata(tmp_path / f"{i}.png")["parameters"]
+    listing = ldm("schedulers").stdout
+    assert "--schedule-type: Automatic, Uniform, Karras, Exponential, SGM Uniform, Beta (Automatic = Karras)" in listing
