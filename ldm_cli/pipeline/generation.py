@@ -94,11 +94,13 @@ class TextToImage:
         started = time.perf_counter()
         c = self.components
         conditioning = self.conditioning(prompt, plan)
-        final = self.sample(conditioning, seed, plan, on_step)
-        if plan.hires is not None:
-            from ldm_cli.pipeline.hires import second_pass
+        if plan.hires is None:
+            final = self.sample(conditioning, seed, plan, on_step)
+        else:
+            from ldm_cli.pipeline.hires import second_pass, step_counter
 
-            final = second_pass(self, conditioning, final, seed, plan, on_step)
+            counted, continued = step_counter(on_step)  # the second pass's steps number on from the first's
+            final = second_pass(self, conditioning, self.sample(conditioning, seed, plan, counted), seed, plan, continued)
         image = latent_ops.decode(c.vae, final)  # [1, 3, H, W] in [0, 1]
         return GeneratedImage(prompt, seed, image, final, time.perf_counter() - started)
 

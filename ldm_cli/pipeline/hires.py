@@ -76,6 +76,24 @@ def _upscale(text_to_image, latents, seed, plan) -> torch.Tensor:
     return vae_ops.encode(vae, image, sample=True, generator=generator).latents.to(text_to_image.dtype)
 
 
+def step_counter(on_step):
+    """(callback for the first pass, callback for the second) that report one run of steps."""
+    if on_step is None:
+        return None, None
+    from dataclasses import replace
+
+    done = [0, 0]  # steps of the first pass, and its total
+
+    def first(info):
+        done[:] = [info.index + 1, info.total]
+        on_step(info)
+
+    def second(info):
+        on_step(replace(info, index=info.index + done[0], total=info.total + done[1]))
+
+    return first, second
+
+
 def second_pass(text_to_image, conditioning, latents: torch.Tensor, seed: int, plan, on_step=None) -> torch.Tensor:
     """The upscaled, re-noised and denoised latents of the hires pass."""
     from ldm_cli.pipeline.noise import step_generator

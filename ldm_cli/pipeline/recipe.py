@@ -102,6 +102,16 @@ def check_clip_skip(clip_skip: int, text_encoder) -> None:
         raise UsageError(f"--clip-skip {clip_skip}: this model's text encoder has only {layers} layers; use 1..{layers}")
 
 
+def check_hires_size(plan) -> None:
+    """The hires size against the limit, once the model's native size is known."""
+    from ldm_cli.pipeline.config import MAX_SIZE
+
+    width, height = output_size(plan)
+    if plan.hires is not None and max(width, height) > MAX_SIZE:
+        raise UsageError(f"--hires-scale {plan.hires.scale}: {plan.width}x{plan.height} would become {width}x{height}, "
+                         f"over {MAX_SIZE} pixels a side; use a smaller scale or --dim")
+
+
 def output_size(plan) -> tuple[int, int]:
     """(width, height) of the written picture: the hires size when there is a hires pass."""
     if plan.hires is None:

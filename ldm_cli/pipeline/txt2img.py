@@ -49,7 +49,7 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
 
 def resolve_plan(settings: GenerateSettings, components: Components) -> SamplingPlan:
     """Fill in what defaults to the model: native size and its own scheduler."""
-    from ldm_cli.pipeline.recipe import check_clip_skip, plan_fields
+    from ldm_cli.pipeline.recipe import check_clip_skip, check_hires_size, plan_fields
     from ldm_cli.pipeline.schedule_types import resolve_sampler
 
     native = components.native_size
@@ -57,7 +57,7 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
     recipe = plan_fields(settings.recipe)
     scheduler, recipe["schedule_type"] = resolve_sampler(scheduler, recipe.get("schedule_type"))
     check_clip_skip(recipe.get("clip_skip", 1), components.text_encoder)
-    return SamplingPlan(
+    plan = SamplingPlan(
         height=settings.height or native,
         width=settings.width or native,
         steps=settings.steps,
@@ -66,6 +66,8 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         negative_prompt=settings.negative_prompt,
         **recipe,
     )
+    check_hires_size(plan)
+    return plan
 
 
 def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
