@@ -83,7 +83,8 @@ def run_grid(prompt: str, axes, base: dict, out: Path | None) -> Path:
     jobs = []
     for index in plot.cells(axes):
         args = dict(base)
-        for axis, i in zip(axes, index):
+        # strength last: it is the hires pass's when a hires-scale axis (or flag) is there
+        for axis, i in sorted(zip(axes, index), key=lambda pair: pair[0] is not None and pair[0].key.name == "strength"):
             if axis is not None:
                 args = plot.apply(args, axis, axis.values[i])
         args["out"] = folder / ("cell-" + "-".join(str(i + 1) for i in index) + ".png")
