@@ -38,7 +38,7 @@ class SamplingPlan:
     negative_prompt: str = ""
     clip_skip: int = 1  # A1111 numbering: 1 = the last layer
     prompt_syntax: str = "a1111"  # or "plain": brackets are literal text
-    schedule_type: str | None = None  # None -> the sampler's plain schedule (schedulers.SCHEDULE_TYPES)
+    schedule_type: str | None = None  # None -> the sampler's plain schedule (schedule_types.SCHEDULE_TYPES)
     variation_seed: int | None = None
     variation_strength: float = 0.0
     eta_noise_seed_delta: int = 0  # A1111's ENSD: re-seeds the per-step noise of stochastic samplers
