@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from ldm_cli.commands import finetune, generate, info
+from ldm_cli.commands import finetune, generate, grid, info
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
 from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, report
@@ -25,6 +25,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 generate.register(app)
+grid.register(app)
 info.register(app)
 finetune.register(app)
 encode_commands.register(app)

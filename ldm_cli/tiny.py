@@ -28,6 +28,10 @@ def build_tiny_model(folder: Path, seed: int = 0, sample_size: int = 8, in_chann
     text_config = json.loads((SD15_CONFIG_DIR / "text_encoder" / "config.json").read_text())
     text_config.update(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=HIDDEN)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+    # A fresh LayerNorm has bias 0, so every output vector has mean 0 and A1111's emphasis (which
+    # restores a chunk's mean) would divide by ~0; real CLIP's final layer norm has a bias.
+    norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+    norm.bias.data = torch.linspace(-0.5, 1.0, norm.bias.numel())
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,

@@ -97,11 +97,14 @@ def test_save_intermediates_preview_and_exact(ldm, tiny_model, tmp_path):
         assert Image.open(folder / "sheet.png").size[0] == 3 * 128
 
 
-def test_long_prompt_warns_with_the_dropped_words(ldm, tiny_model):
-    prompt = " ".join(["red"] * 80) + " zebra giraffe"
-    result = ldm("generate", prompt, "--model", tiny_model, "--steps", "1", "--seed", "1")
-    assert result.code == 0
-    assert "dropped" in result.stderr and "zebra giraffe" in result.stderr
+def test_long_prompt_is_encoded_whole_not_cut(ldm, tiny_model, tmp_path):
+    """Past 75 tokens the prompt goes to CLIP in a second chunk (A1111), so its last words still count."""
+    prompt = " ".join(["red"] * 80)
+    base = ("generate", "--model", tiny_model, "--steps", "1", "--seed", "1")
+    result = ldm(*base, prompt + " zebra giraffe", "--out", "a.png")
+    assert result.code == 0 and "dropped" not in result.stderr
+    assert ldm(*base, prompt + " ocean waves", "--out", "b.png").code == 0
+    assert not np.array_equal(_pixels(tmp_path / "a.png"), _pixels(tmp_path / "b.png"))
 
 
 def test_guidance_one_skips_the_unconditional_pass(ldm, tiny_model, tmp_path):

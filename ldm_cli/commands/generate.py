@@ -35,6 +35,10 @@ EXAMPLES = """Examples:
   ldm generate "a red circle" --init-image photo.png --mask mask.png
 
   ldm generate "a wide beach" --init-image photo.png --outpaint 128,0,128,0
+
+  ldm generate "a (red:1.3) fox BREAK [blurry] snow" --clip-skip 2 --scheduler "DPM++ 2M Karras"
+
+  ldm generate "a castle" --hires-scale 2 --hires-strength 0.5 --variation-seed 7 --variation-strength 0.3
 """
 
 
@@ -144,6 +148,42 @@ def generate(
     ] = None,
     outpaint_fill: Annotated[
         Optional[str], typer.Option("--outpaint-fill", help="Outpaint: start the border from mean (colour + noise) or edge (stretched) [default: mean].")
+    ] = None,
+    prompt_syntax: Annotated[
+        Optional[str], typer.Option("--prompt-syntax", help="a1111: (word:1.2), [word], BREAK, long prompts; plain: literal text [default: a1111].")
+    ] = None,
+    clip_skip: Annotated[
+        Optional[int], typer.Option("--clip-skip", help="Use CLIP's Nth layer from the end, A1111 numbering (1 = last) [default: 1].")
+    ] = None,
+    schedule_type: Annotated[
+        Optional[str], typer.Option("--schedule-type", help="A1111's Schedule type: automatic, uniform, karras, exponential, sgm-uniform, beta.")
+    ] = None,
+    variation_seed: Annotated[
+        Optional[int], typer.Option("--variation-seed", help="A second seed to blend toward (A1111's variation seed).")
+    ] = None,
+    variation_strength: Annotated[
+        Optional[float], typer.Option("--variation-strength", help="0 = the seed's picture, 1 = the variation seed's [default: 0].")
+    ] = None,
+    eta_noise_seed_delta: Annotated[
+        Optional[int], typer.Option("--eta-noise-seed-delta", "--ensd", help="A1111's ENSD: offsets the seed of ancestral samplers' step noise.")
+    ] = None,
+    pad_conds: Annotated[
+        Optional[bool], typer.Option("--pad-conds/--no-pad-conds", help="Pad prompt/negative to one length (A1111's 'Pad conds').")
+    ] = None,
+    hires_scale: Annotated[
+        Optional[float], typer.Option("--hires-scale", help="Hires fix: upscale by F after a first pass, then an img2img pass.")
+    ] = None,
+    hires_steps: Annotated[
+        Optional[int], typer.Option("--hires-steps", help="Hires fix: steps of the second pass; 0 = --steps [default: 0].")
+    ] = None,
+    hires_strength: Annotated[
+        Optional[float], typer.Option("--hires-strength", help="Hires fix: denoising strength of the second pass [default: 0.7].")
+    ] = None,
+    hires_upscaler: Annotated[
+        Optional[str], typer.Option("--hires-upscaler", help="Hires fix: latent (bilinear latents) or lanczos (pixels) [default: latent].")
+    ] = None,
+    rng: Annotated[
+        Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (A1111's 'RNG: CPU'); the only choice [default: cpu].")
     ] = None,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings

@@ -11,7 +11,8 @@ from ldm_cli.models.lora import parse_lora_arg
 from ldm_cli.models.variants import validate_variant
 from ldm_cli.models.performance import PerformanceSettings
 from ldm_cli.pipeline.inpaint_settings import check_recorded_files, inpaint_from_record
-from ldm_cli.pipeline.schedulers import SCHEDULERS
+from ldm_cli.commands.recipe_settings import RECIPE_FLAGS, from_a1111_recipe, from_record_recipe, recipe_settings
+from ldm_cli.pipeline.schedule_types import resolve_sampler
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
 
@@ -25,10 +26,14 @@ def build_settings(args: dict) -> GenerateSettings:
     if args["dim"] is not None:
         explicit.setdefault("height", args["dim"])
         explicit.setdefault("width", args["dim"])
+    if "scheduler" in explicit and "schedule_type" not in explicit:
+        values.pop("schedule_type", None)  # a recorded schedule type belongs to the recorded sampler
     values.update(explicit)
     if args["from_image"] is not None:
         check_recorded_files(args["from_image"], values, explicit)
     prompts = _prompts(args, values.pop("prompt", None))
+    if values.get("scheduler") is not None:  # A1111 names ("DPM++ 2M Karras") -> ours and a schedule type
+        values["scheduler"], values["schedule_type"] = resolve_sampler(values["scheduler"], values.get("schedule_type"))
     check_device_and_dtype(args["device"], args["dtype"])
     settings = GenerateSettings(
         prompts=prompts,
@@ -56,6 +61,7 @@ def build_settings(args: dict) -> GenerateSettings:
         ),
         dry_run=args.get("dry_run", False),
         **{key: values.get(key) for key in INPAINT_FLAGS},
+        recipe=recipe_settings(values),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -79,7 +85,7 @@ def build_settings(args: dict) -> GenerateSettings:
 INPAINT_FLAGS = ("mask", "mask_blur", "keep_unmasked", "inpaint_area", "inpaint_padding", "invert_mask",
                  "masked_content", "outpaint", "outpaint_fill")
 _SETTING_FLAGS = {"steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
-                  "init_image", "init_latents", "strength", *INPAINT_FLAGS}
+                  "init_image", "init_latents", "strength", *INPAINT_FLAGS, *RECIPE_FLAGS}
 
 
 def _prompts(args: dict, recorded_prompt: str | None) -> tuple[str, ...]:
@@ -128,6 +134,7 @@ def settings_from_image(path: Path) -> dict:
             "ema": record["model"].get("ema", False),
             **_img2img_from_record(record.get("img2img")),
             **inpaint_from_record(record.get("inpaint"), record.get("img2img")),
+            **from_record_recipe(s),
         }
     if chunks["parameters"]:
         return _from_a1111(parse_a1111(chunks["parameters"]))
@@ -144,7 +151,6 @@ def _img2img_from_record(img2img: dict | None) -> dict:
 
 def _from_a1111(parsed: dict) -> dict:
     fields = parsed["fields"]
-    by_a1111 = {spec.a1111_name: name for name, spec in SCHEDULERS.items()}
     values = {"prompt": parsed["prompt"], "negative_prompt": parsed["negative_prompt"]}
     try:
         if "Steps" in fields:
@@ -155,10 +161,9 @@ def _from_a1111(parsed: dict) -> dict:
             values["seed"] = int(fields["Seed"])
         if "Size" in fields:
             values["width"], values["height"] = (int(v) for v in fields["Size"].split("x"))
+        values.update(from_a1111_recipe(fields))  # Sampler, Schedule type, Clip skip, Hires, ...; warns once
     except ValueError:
         raise UsageError("--from: the A1111 parameters in the PNG are malformed") from None
-    if fields.get("Sampler") in by_a1111:
-        values["scheduler"] = by_a1111[fields["Sampler"]]
     return values
 
 

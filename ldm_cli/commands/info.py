@@ -14,7 +14,7 @@ from ldm_cli.options import JsonOpt
 def register(app: typer.Typer) -> None:
     app.command("info", help="Show how an image was made (its ldm record and A1111 parameters).",
                 epilog="Example:\n\n  ldm info outputs/a-scarlet-macaw-42.png")(info)
-    app.command("schedulers", help="List the samplers --scheduler accepts.",
+    app.command("schedulers", help="List the samplers --scheduler accepts and their schedule types.",
                 epilog="Example:\n\n  ldm schedulers")(schedulers)
 
 
@@ -40,9 +40,15 @@ def info(
 
 
 def schedulers() -> int:
-    from ldm_cli.pipeline.schedulers import SCHEDULERS
+    from ldm_cli.pipeline.schedule_types import SCHEDULE_TYPES, types_for
+    from ldm_cli.pipeline.schedulers import A1111_AUTOMATIC, SCHEDULERS
 
     width = max(len(name) for name in SCHEDULERS)
     for name, spec in SCHEDULERS.items():
         print(f"{name:<{width}}  {spec.a1111_name:<16} {spec.description}")
+        kinds = types_for(name)
+        if kinds:
+            labels = ", ".join(SCHEDULE_TYPES[k].label for k in kinds)
+            print(f"{'':<{width}}  {'':<16} --schedule-type: {labels} (Automatic = {SCHEDULE_TYPES[A1111_AUTOMATIC[name]].label})")
+    print('\nA1111 names work too: --scheduler "DPM++ 2M" --schedule-type karras, or --scheduler "DPM++ 2M Karras".')
     return 0

@@ -63,6 +63,7 @@ class GenerateSettings:
     masked_content: str | None = None  # original | fill; None -> original
     outpaint: str | None = None  # "LEFT,TOP,RIGHT,BOTTOM" pixels
     outpaint_fill: str | None = None  # mean | edge; None -> mean
+    recipe: object | None = None  # recipe.RecipeSettings: prompt syntax, clip skip, variation, hires...; None -> defaults
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -102,6 +103,10 @@ def validate_generate(s: GenerateSettings) -> None:
 
     validate_inpaint(s)
     _validate_img2img(s)
+    if s.recipe is not None:
+        from ldm_cli.pipeline.recipe import validate_recipe
+
+        validate_recipe(s.recipe, s)
     check_writable_output(s.out)
 
 

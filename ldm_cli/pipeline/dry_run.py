@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from ldm_cli.models.loading import SD15_CONFIG_DIR, ModelSource, resolve_source
@@ -68,6 +69,7 @@ def describe(settings) -> dict:
         "out": str(settings.out or "outputs"),
         "fast_paths": ["sdpa", *perf.enabled()],
         "latent_shape": latent,
+        **({"recipe": asdict(settings.recipe)} if settings.recipe is not None else {}),
         "memory": memory,
     }
 

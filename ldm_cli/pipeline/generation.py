@@ -1,8 +1,10 @@
 """Text -> image with the components: the numbered steps of latent diffusion sampling.
 
-    1. encode the prompt and the negative prompt with CLIP            [1, 77, D] each
+    1. encode the prompt and the negative prompt with CLIP            [1, 77*k, D] each
+       (A1111's weights, chunks and clip skip: pipeline/conditioning.py)
     2. build a fresh scheduler and its timesteps
     3. draw seeded noise on the CPU and scale it by init_noise_sigma  [1, 4, H/8, W/8]
+       (with a variation seed: slerped toward its noise, pipeline/noise.py)
     4. denoise with classifier-free guidance (sampling.denoise)
     5. decode with the VAE                                            [1, 3, H, W]
 """
@@ -20,7 +22,8 @@ from ldm_cli.pipeline.guidance import guidance_embedding, uses_unconditional_pas
 from ldm_cli.models.loading import Components
 from ldm_cli.pipeline.sampling import Conditioning, denoise
 from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
-from ldm_cli.pipeline.text import encode_prompts
+from ldm_cli.pipeline.conditioning import PromptEncoder, pad_with_empty
+from ldm_cli.pipeline.noise import plan_noise, step_generator
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,14 @@ class SamplingPlan:
     guidance: float
     scheduler: str
     negative_prompt: str = ""
+    clip_skip: int = 1  # A1111 numbering: 1 = the last layer
+    prompt_syntax: str = "a1111"  # or "plain": brackets are literal text
+    schedule_type: str | None = None  # None -> the sampler's plain schedule (schedule_types.SCHEDULE_TYPES)
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
+    eta_noise_seed_delta: int = 0  # A1111's ENSD: re-seeds the per-step noise of stochastic samplers
+    pad_conds: bool = False  # A1111's "Pad conds": pad the shorter conditioning instead of two UNet calls
+    hires: object | None = None  # hires.HiresPlan: a second, upscaled img2img pass
 
     def latent_shape(self, components: Components) -> tuple[int, int, int, int]:
         factor = components.vae_scale_factor
@@ -70,34 +81,56 @@ class TextToImage:
 
     def conditioning(self, prompt: str, plan: SamplingPlan) -> Conditioning:
         c = self.components
-        cond = encode_prompts(c.tokenizer, c.text_encoder, [prompt])
+        encoder = PromptEncoder(c.tokenizer, c.text_encoder, plan.prompt_syntax, plan.clip_skip)
+        cond = encoder.encode(prompt)
         distilled_dim = getattr(c.unet.config, "time_cond_proj_dim", None)
         if distilled_dim:  # guidance-distilled (LCM): the scale goes in as an embedding, no unconditional pass
             embedding = guidance_embedding(plan.guidance, distilled_dim).to(self.device, cond.dtype)
             return Conditioning(cond, None, plan.guidance, timestep_cond=embedding)
         uncond = None
         if uses_unconditional_pass(plan.guidance):
-            if plan.negative_prompt not in self._uncond_cache:
-                self._uncond_cache[plan.negative_prompt] = encode_prompts(
-                    c.tokenizer, c.text_encoder, [plan.negative_prompt]
-                )
-            uncond = self._uncond_cache[plan.negative_prompt]
+            uncond = self._cached(encoder, plan.negative_prompt)
+            if plan.pad_conds and uncond.shape[1] != cond.shape[1]:
+                cond, uncond = pad_with_empty(cond, uncond, self._cached(encoder, ""))
         return Conditioning(cond, uncond, plan.guidance)
+
+    def _cached(self, encoder: PromptEncoder, prompt: str):
+        key = (prompt, encoder.syntax, encoder.clip_skip)
+        if key not in self._uncond_cache:
+            self._uncond_cache[key] = encoder.encode(prompt)
+        return self._uncond_cache[key]
 
     def generate(self, prompt: str, seed: int, plan: SamplingPlan, on_step=None) -> GeneratedImage:
         started = time.perf_counter()
         c = self.components
         conditioning = self.conditioning(prompt, plan)
-        scheduler = build_scheduler(plan.scheduler, c.scheduler_config)
-        scheduler.set_timesteps(plan.steps, device=self.device)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        begun = self.start.begin(c, self.device, self.dtype, scheduler, generator, plan)
-        step_kwargs = {"generator": generator} if spec_for(plan.scheduler).stochastic else {}
-        final = denoise(c.unet, scheduler, begun.latents, conditioning, begun.timesteps, step_kwargs, on_step,
-                        unet_extra=begun.unet_extra, after_step=begun.after_step)
+        if plan.hires is None:
+            final = self.sample(conditioning, seed, plan, on_step)
+        else:
+            from ldm_cli.pipeline.hires import second_pass, step_counter
+
+            counted, continued = step_counter(on_step)  # the second pass's steps number on from the first's
+            final = second_pass(self, conditioning, self.sample(conditioning, seed, plan, counted), seed, plan, continued)
         image = latent_ops.decode(c.vae, final)  # [1, 3, H, W] in [0, 1]
         pixels = self.start.finish(image)  # None, or the result composited over the init (inpainting)
         return GeneratedImage(prompt, seed, image, final, time.perf_counter() - started, pixels)
+
+    def sample(self, conditioning: Conditioning, seed: int, plan: SamplingPlan, on_step=None):
+        """Scheduler, seeded start and the denoising loop: the final latents."""
+        c = self.components
+        scheduler = build_scheduler(plan.scheduler, c.scheduler_config, plan.schedule_type)
+        scheduler.set_timesteps(plan.steps, device=self.device)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        begun = self.start.begin(c, self.device, self.dtype, scheduler, generator, plan)
+        step_kwargs = {}
+        if spec_for(plan.scheduler).stochastic:
+            step_kwargs["generator"] = step_generator(generator, seed, plan.eta_noise_seed_delta)
+        return denoise(c.unet, scheduler, begun.latents, conditioning, begun.timesteps, step_kwargs, on_step,
+                       unet_extra=begun.unet_extra, after_step=begun.after_step)
+
+    def noise(self, shape, generator, plan: SamplingPlan):
+        """The seed's noise [1, C, h, w] (slerped toward the variation seed's), on the device."""
+        return plan_noise(shape, generator, self.dtype, self.device, plan)
 
     def starting_point(self, scheduler, generator, plan: SamplingPlan):
         """(latents, timesteps) the loop starts from: the start's, without inpainting's extras."""

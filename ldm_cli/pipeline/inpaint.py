@@ -25,7 +25,7 @@ import torch
 
 from ldm_cli.errors import UsageError
 from ldm_cli.pipeline import mask_ops
-from ldm_cli.pipeline.sampling import initial_noise
+from ldm_cli.pipeline.noise import plan_noise
 from ldm_cli.pipeline.start import Begun, encode_sample, first_timesteps, latent_channels, needs_mask
 
 
@@ -92,7 +92,7 @@ class MaskedStart:
             image_latents = encode_sample(vae, pixels, device, dtype, generator)
         shape = (1, latent_channels(components), pixels.shape[0] // components.vae_scale_factor,
                  pixels.shape[1] // components.vae_scale_factor)
-        noise = initial_noise(shape, generator, dtype, device)
+        noise = plan_noise(shape, generator, dtype, device, plan)
         if full_strength:
             latents = noise * scheduler.init_noise_sigma
         else:

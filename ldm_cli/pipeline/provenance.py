@@ -10,6 +10,8 @@ from ldm_cli.files.metadata import A1111_KEY, FORMAT_VERSION, JSON_KEY, a1111_pa
 from ldm_cli.models.loading import Components
 from ldm_cli.pipeline.inpaint_settings import inpaint_fields
 from ldm_cli.pipeline.schedulers import spec_for
+from ldm_cli.pipeline.recipe import infotext_fields
+from ldm_cli.pipeline.schedule_types import a1111_fields
 
 
 def component_hashes(components: Components) -> dict[str, str]:
@@ -21,9 +23,11 @@ def png_text(record: dict) -> dict[str, str]:
     s = record["settings"]
     hashes = record["model"]["hashes"]
     model_hash = hashes.get("checkpoint") or hashes.get("unet") or ""
+    recipe = infotext_fields(s, record["prompt"], s["negative_prompt"])  # Schedule type, Clip skip, Hires ...
     fields = {
         "Steps": s["steps"],
-        "Sampler": spec_for(s["scheduler"]).a1111_name,
+        "Sampler": a1111_fields(s["scheduler"], s.get("schedule_type"))[0],
+        "Schedule type": recipe.pop("Schedule type"),
         "CFG scale": s["guidance"],
         "Seed": record["seed"],
         "Size": f"{s['width']}x{s['height']}",
@@ -32,6 +36,7 @@ def png_text(record: dict) -> dict[str, str]:
         **_vae_fields(record["model"].get("vae")),
         "Denoising strength": (record.get("img2img") or {}).get("strength"),
         **inpaint_fields(record.get("inpaint")),
+        **recipe,
         "Version": f"ldm {__version__}",
     }
     return {

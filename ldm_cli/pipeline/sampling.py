@@ -15,7 +15,7 @@ from ldm_cli.pipeline.guidance import guide
 
 @dataclass
 class Conditioning:
-    """Text conditioning for one image: cond [1,77,D], uncond [1,77,D] or None when g <= 1."""
+    """Text conditioning for one image: cond [1,77k,D], uncond [1,77j,D] or None when g <= 1."""
 
     cond: object
     uncond: object | None
@@ -48,6 +48,8 @@ def predict_noise(unet, scheduler, latents, t, conditioning: Conditioning, unet_
 
     `unet_extra` [B, C, h, w] is appended after scaling (an inpainting UNet's mask and masked picture)."""
     guided = conditioning.uncond is not None
+    if guided and conditioning.uncond.shape[1] != conditioning.cond.shape[1]:
+        return _predict_unbatched(unet, scheduler, latents, t, conditioning)
     x_in = torch.cat([latents, latents]) if guided else latents  # [2B, C, h, w] when guided
     x_in = scheduler.scale_model_input(x_in, t)
     if unet_extra is not None:
@@ -57,6 +59,15 @@ def predict_noise(unet, scheduler, latents, t, conditioning: Conditioning, unet_
     if not guided:
         return eps
     eps_uncond, eps_cond = eps.chunk(2)
+    return guide(eps_uncond, eps_cond, conditioning.guidance_scale)
+
+
+def _predict_unbatched(unet, scheduler, latents, t, conditioning: Conditioning):
+    """Prompt and negative prompt of different lengths (77*k tokens): two UNet calls, as A1111 does
+    unless "Pad conds" is on."""
+    x_in = scheduler.scale_model_input(latents, t)
+    eps_cond = unet(x_in, t, encoder_hidden_states=conditioning.cond, return_dict=False)[0]
+    eps_uncond = unet(x_in, t, encoder_hidden_states=conditioning.uncond, return_dict=False)[0]
     return guide(eps_uncond, eps_cond, conditioning.guidance_scale)
 
 

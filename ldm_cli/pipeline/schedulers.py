@@ -59,6 +59,20 @@ _SPECS = [
 
 SCHEDULERS: dict[str, SchedulerSpec] = {spec.name: spec for spec in _SPECS}
 
+# A1111's k-diffusion samplers take a "Schedule type"; "Automatic" is each one's own default there
+# (A1111 1.9+ sd_samplers_kdiffusion.py). One line per sampler.
+A1111_AUTOMATIC = {
+    "euler-a": "uniform",
+    "euler": "uniform",
+    "lms": "uniform",
+    "heun": "uniform",
+    "dpm2": "karras",
+    "dpm2-a": "karras",
+    "dpm++2m": "karras",
+    "dpm++sde": "karras",
+    "dpm++2m-sde": "exponential",
+}
+
 
 def spec_for(name: str) -> SchedulerSpec:
     try:
@@ -84,13 +98,15 @@ def name_for_class(class_name: str) -> str:
     )
 
 
-def build_scheduler(name: str, model_scheduler_config: dict):
+def build_scheduler(name: str, model_scheduler_config: dict, schedule_type: str | None = None):
     """A fresh scheduler of the named kind, configured from the model's own scheduler config."""
     import diffusers
 
+    from ldm_cli.pipeline.schedule_types import schedule_overrides
+
     spec = spec_for(name)
     cls = getattr(diffusers, spec.class_name)
-    return cls.from_config(dict(model_scheduler_config), **spec.overrides)
+    return cls.from_config(dict(model_scheduler_config), **spec.overrides, **schedule_overrides(name, schedule_type))
 
 
 def terminal_signal(model_scheduler_config: dict) -> float:

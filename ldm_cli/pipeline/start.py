@@ -26,7 +26,7 @@ import torch
 
 from ldm_cli.errors import UsageError
 from ldm_cli.pipeline.config import kept_steps
-from ldm_cli.pipeline.sampling import initial_noise
+from ldm_cli.pipeline.noise import plan_noise
 
 
 @dataclass
@@ -89,7 +89,7 @@ class NoiseStart:
         return plan
 
     def begin(self, components, device, dtype, scheduler, generator, plan) -> Begun:
-        noise = initial_noise(plan.latent_shape(components), generator, dtype, device)
+        noise = plan_noise(plan.latent_shape(components), generator, dtype, device, plan)
         return Begun(noise * scheduler.init_noise_sigma, scheduler.timesteps)
 
     def finish(self, image):
@@ -127,7 +127,7 @@ class InitStart:
     def begin(self, components, device, dtype, scheduler, generator, plan) -> Begun:
         timesteps = first_timesteps(scheduler, plan.steps, self.init.strength)
         start = self.start_latents(components, device, dtype, generator)  # draws from the generator first, as diffusers
-        noise = initial_noise(start.shape, generator, dtype, device)
+        noise = plan_noise(start.shape, generator, dtype, device, plan)
         return Begun(scheduler.add_noise(start, noise, timesteps[:1]), timesteps)
 
     def start_latents(self, components, device, dtype, generator) -> torch.Tensor:

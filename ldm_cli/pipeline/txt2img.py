@@ -16,9 +16,9 @@ from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
 from ldm_cli.models.performance import apply_fast_paths, check_device, cpu_has_native_bf16
 from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
+from ldm_cli.pipeline.recipe import output_size, plan_for_image
 from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
 from ldm_cli.pipeline.start import resolve_start
-from ldm_cli.pipeline.text import dropped_words
 
 
 def say(message: str) -> None:
@@ -50,24 +50,25 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
 
 def resolve_plan(settings: GenerateSettings, components: Components) -> SamplingPlan:
     """Fill in what defaults to the model: native size and its own scheduler."""
+    from ldm_cli.pipeline.recipe import check_clip_skip, check_hires_size, plan_fields
+    from ldm_cli.pipeline.schedule_types import resolve_sampler
+
     native = components.native_size
     scheduler = settings.scheduler or name_for_class(components.scheduler_config.get("_class_name", ""))
-    return SamplingPlan(
+    recipe = plan_fields(settings.recipe)
+    scheduler, recipe["schedule_type"] = resolve_sampler(scheduler, recipe.get("schedule_type"))
+    check_clip_skip(recipe.get("clip_skip", 1), components.text_encoder)
+    plan = SamplingPlan(
         height=settings.height or native,
         width=settings.width or native,
         steps=settings.steps,
         guidance=settings.guidance,
         scheduler=scheduler,
         negative_prompt=settings.negative_prompt,
+        **recipe,
     )
-
-
-def warn_truncation(components: Components, prompts) -> None:
-    for prompt in {*prompts}:
-        dropped = dropped_words(components.tokenizer, prompt)
-        if dropped:
-            limit = components.tokenizer.model_max_length
-            say(f"warning: prompt longer than {limit} tokens; these words were dropped: {dropped!r}")
+    check_hires_size(plan)
+    return plan
 
 
 def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
@@ -77,17 +78,19 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
     return out
 
 
-def run(settings: GenerateSettings) -> list[dict]:
-    """Generate every requested image; returns one summary dict per image written."""
+def run(settings: GenerateSettings, loaded: tuple | None = None) -> list[dict]:
+    """Generate every requested image; returns one summary dict per image written.
+
+    `loaded`: what load_model returned for these settings' model, to share one load (ldm grid)."""
     start = resolve_start(settings)  # noise, init or masked init; its files are checked before the model loads
     for note in getattr(start, "notes", ()):
         say(f"note: --mask: {note}")
     start.check_source(resolve_source(settings.model.model, settings.model.revision))  # reads configs, not weights
-    components, device, dtype, load_seconds = load_model(settings)
+    components, device, dtype, load_seconds = loaded or load_model(settings)
     hashes = component_hashes(components)
     start.prepare(components, hashes.get("vae") or hashes.get("checkpoint"))
     plan = start.fit_plan(resolve_plan(settings, components))
-    warn_truncation(components, settings.prompts + (settings.negative_prompt,))
+    # no truncation warning: long prompts go to CLIP whole, in chunks of 75 tokens (conditioning.py)
     warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
     if warning:
         say(warning)
@@ -103,10 +106,11 @@ def run(settings: GenerateSettings) -> list[dict]:
     summaries = []
     jobs = [(prompt, base_seed + i) for prompt in settings.prompts for i in range(settings.num_images)]
     for number, (prompt, seed) in enumerate(jobs, start=1):
-        summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
+        image_plan = plan_for_image(plan, seed - base_seed)
+        summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
         summary["timings"]["model_load_s"] = round(load_seconds, 3)
         summary.update(start.record())  # "img2img" (and "inpaint") for images that started from a picture
-        _write_and_report(settings, components, plan, hashes, device, dtype, summary)
+        _write_and_report(settings, components, image_plan, hashes, device, dtype, summary)
         summaries.append(summary)
     return summaries
 
@@ -155,7 +159,7 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     )
     path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
-                   width=plan.width, height=plan.height, steps=plan.steps, guidance=plan.guidance,
+                   width=output_size(plan)[0], height=output_size(plan)[1], steps=plan.steps, guidance=plan.guidance,
                    scheduler=plan.scheduler, model=components.source.spec)
     if recorder is not None:
         summary["intermediates"] = str(recorder.write_beside(path))
