@@ -141,7 +141,7 @@ def _plan(unet, text_encoder, spec: LoraSpec) -> tuple[LoraFile, list[tuple[Patc
     where = f"--lora {spec.path}"
     model_width = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
     if lora.sdxl_hint:
-        raise ModelError(f"{where}: an SDXL LoRA ({lora.sdxl_hint}); this is an SD1-family model — use the LoRA with an SDXL model")
+        raise ModelError(f"{where}: an SDXL LoRA ({lora.sdxl_hint}); this is an SD1-family model — use it with an SDXL model")
     base = guess_base(lora.patches)
     file_width = {v: k for k, v in BASES.items()}.get(base)
     if file_width is not None and model_width is not None and file_width != model_width:

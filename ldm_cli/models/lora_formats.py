@@ -79,7 +79,7 @@ def read_lora_file(path: Path, flag: str = "--lora") -> LoraFile:
         style, target, module, param = parsed
         styles.add(style)
         if target == "sdxl":
-            sdxl = sdxl or f"its keys name two text encoders ({key.split('.')[0][:24]}…)"
+            sdxl = sdxl or f"it has keys for SDXL's second text encoder, {key.split('_')[1] if key.startswith('lora_') else 'text_encoder_2'}"
             continue
         patch = groups.setdefault((target, module), Patch(target, module))
         slot = _PARAMS[param]
