@@ -7,11 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from compat.lora_builders import BUILDERS, kohya, kohya_name, loha, sd2, sdxl
+from compat.lora_builders import BUILDERS, kohya, loha, sd2, sdxl
 from ldm_cli.errors import ModelError
 from ldm_cli.models.lora import LoraSpec, apply_loras, describe_lora
 from ldm_cli.models.lycoris import decompose
-from ldm_cli.training.methods import TEXT_TARGETS, UNET_TARGETS, add_lora, lora_state
 
 
 def _models(tiny):
@@ -27,32 +26,6 @@ def _forward(unet, text_encoder):
     x, ids = torch.randn(1, 4, 8, 8, generator=g), torch.randint(0, 49000, (1, 77), generator=g)
     with torch.no_grad():
         return unet(x, torch.tensor([500]), text_encoder(ids)[0]).sample
-
-
-@pytest.mark.parametrize("kohya_format", [True, False])
-def test_written_text_encoder_names_are_the_canonical_ones(tiny_model, kohya_format):
-    unet, text_encoder = _models(tiny_model)
-    add_lora(unet, 4, 4.0, UNET_TARGETS)
-    add_lora(text_encoder, 4, 4.0, TEXT_TARGETS)
-    keys = [k for k in lora_state(unet, text_encoder, 4, 4.0, kohya=kohya_format) if "te_" in k or "text_encoder" in k]
-    canonical = "lora_te_text_model_encoder_layers_" if kohya_format else "text_encoder.text_model.encoder.layers."
-    assert len(keys) == (3 if kohya_format else 2) * 4 * 2 and all(k.startswith(canonical) for k in keys), keys[:3]
-
-
-def test_shipped_demo_text_encoder_has_canonical_keys_and_loads_exactly():
-    from transformers import CLIPTextModel
-
-    from ldm_cli.models.loading import ASSETS
-
-    folder = ASSETS / "demo" / "text_encoder"
-    stored = load_file(folder / "model.safetensors")
-    assert stored and all(k.startswith("text_model.") for k in stored)
-    model, info = CLIPTextModel.from_pretrained(folder, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    state = model.state_dict()
-    for key, value in stored.items():
-        name = key if key in state else key.removeprefix("text_model.")
-        assert torch.equal(state[name], value), key
 
 
 def test_old_ldm_files_without_text_model_still_apply(tiny_model, tmp_path):

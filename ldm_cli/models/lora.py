@@ -46,6 +46,11 @@ class LoraInfo:
     dora: bool = False
     algos: dict = field(default_factory=dict)  # {"lora": 128, "loha": 4}: modules per algorithm
 
+    def summary(self) -> str:
+        alpha = "" if self.alpha is None else f", alpha {self.alpha:g}"
+        rank = "full rank" if self.rank is None else f"rank {self.rank}"
+        return f"{self.format} {self.kind}, {rank}{alpha}, {self.modules} modules ({' + '.join(self.targets)})"
+
 
 def parse_lora_arg(value: str) -> LoraSpec:
     """'file.safetensors' or 'file.safetensors:0.7'; checks the file exists (a usage error if not)."""
@@ -156,6 +161,9 @@ def _plan(unet, text_encoder, spec: LoraSpec) -> tuple[LoraFile, list[tuple[Patc
             continue
         _check(where, patch, module.weight)
         matches.append((patch, module))
+    if missing and any(re.search(r"(input|output)_blocks|middle_block", m) for m in missing):
+        raise ModelError(f"{where}: its UNet keys use the original LDM names (e.g. {missing[0]}), which ldm does not map "
+                         "to diffusers names for SD1 LoRAs; convert it with kohya's or diffusers' LoRA conversion script")
     if missing:
         raise ModelError(f"{where}: {len(missing)} of its {len(lora.patches)} modules are not in this model (e.g. {missing[0]}); "
                          "it was trained for another architecture — use the model it was made for")

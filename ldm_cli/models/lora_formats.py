@@ -139,6 +139,9 @@ def _unknown_message(path, flag, unknown: list[str]) -> str:
     first = unknown[0]
     if first.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")):
         return f"{flag} {path}: a full Stable Diffusion checkpoint, not a LoRA; pass it with --model"
+    if any(k.startswith("bundle_emb.") for k in unknown):
+        return (f"{flag} {path}: it bundles textual-inversion embeddings (bundle_emb.…) with the LoRA, which ldm does "
+                "not read from LoRA files; save the embeddings separately (--embedding) and the LoRA without them")
     if first.startswith("lora_"):
         for name, algo in _OTHER_ALGOS.items():
             if first.endswith("." + name):
