@@ -162,8 +162,8 @@ def _plan(unet, text_encoder, spec: LoraSpec) -> tuple[LoraFile, list[tuple[Patc
         _check(where, patch, module.weight)
         matches.append((patch, module))
     if missing and any(re.search(r"(input|output)_blocks|middle_block", m) for m in missing):
-        raise ModelError(f"{where}: its UNet keys use the original LDM names (e.g. {missing[0]}), which ldm does not map "
-                         "to diffusers names for SD1 LoRAs; convert it with kohya's or diffusers' LoRA conversion script")
+        raise ModelError(f"{where}: {len(missing)} of its UNet modules (LDM names, e.g. {missing[0]}) are not in this "
+                         "model's layout; it was trained for another architecture — use the model it was made for")
     if missing:
         raise ModelError(f"{where}: {len(missing)} of its {len(lora.patches)} modules are not in this model (e.g. {missing[0]}); "
                          "it was trained for another architecture — use the model it was made for")
@@ -204,8 +204,9 @@ def _merge(matches: list[tuple[Patch, object]], scale: float) -> None:
 
 
 def _module_index(model, text: bool) -> dict:
-    """Every spelling a file may use -> module: dotted ('a.b.0.c') and kohya ('_:a_b_0_c'), and for the
-    text encoder both the canonical `text_model.…` names and what the installed transformers calls them."""
+    """Every spelling a file may use -> module: dotted ('a.b.0.c') and kohya ('_:a_b_0_c'); for the UNet
+    the diffusers and the original LDM names, for the text encoder both the canonical `text_model.…`
+    names and what the installed transformers calls them."""
     from ldm_cli.models.text_encoder_names import module_names
 
     index = {}
@@ -213,6 +214,10 @@ def _module_index(model, text: bool) -> dict:
         return index
     modules = dict(model.named_modules())
     names = module_names(model) if text else {name: name for name in modules if name}
+    if not text and isinstance(getattr(getattr(model, "config", None), "layers_per_block", None), int):
+        from ldm_cli.models.ldm_unet_names import aliases
+
+        names |= aliases(model)  # input_blocks_4_1_… as A1111/ComfyUI accept beside down_blocks_1_…
     for canonical, memory in names.items():
         module = modules[memory]
         if getattr(module, "weight", None) is None:

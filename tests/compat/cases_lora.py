@@ -8,6 +8,8 @@ CASES = [
      "ldm": SAME, "diffusers": "loads"},
     {"name": "peft/diffusers LoRA, UNet + text encoder", "file": "unet.….lora_A/lora_B.weight, text_encoder.text_model.….lora_A/lora_B.weight",
      "ldm": SAME, "diffusers": "loads"},
+    {"name": "kohya LoRA, LDM UNet names", "file": "lora_unet_input_blocks_1_1_…, …_in_layers_2 (resnets), …_op (downsamplers)",
+     "ldm": SAME, "diffusers": "loads (with unet_config)"},
     {"name": "diffusers lora_linear_layer", "file": "unet.….lora.down/up.weight, text_encoder.….lora_linear_layer.down/up.weight",
      "ldm": SAME, "diffusers": "loads"},
     {"name": "diffusers attention processors", "file": "unet.….attn1.processor.to_q_lora.down/up.weight (to_k/to_v/to_out_lora)",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 RANK = 4
 ATTN = re.compile(r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
@@ -22,7 +22,8 @@ CONV = re.compile(r"resnets\.\d+\.conv[12]$")
 @dataclass
 class Built:
     path: Path
-    oracle: str  # "diffusers" (load `path`), "equivalent" (load `equivalent`), "peft" (`pipe`), "refused"
+    oracle: str  # "diffusers" (load `path`; "diffusers-unet-config": with unet_config=), "equivalent"
+    # (load `equivalent`), "peft" (`pipe`), "refused"
     equivalent: Path | None = None
     pipe: Callable | None = None  # builds the peft-adapted diffusers pipeline
 
@@ -128,6 +129,20 @@ def adapter_metadata(tiny, folder):
 def locon_conv(tiny, folder):
     built = kohya(tiny, folder, convs=True)
     return Built(built.path.rename(folder / "locon.safetensors"), "diffusers")
+
+
+def kohya_ldm_names(tiny, folder):
+    """kohya keys with the original LDM UNet names (lora_unet_input_blocks_1_1_…, …_in_layers_2), as some
+    SD1 tools write; diffusers maps them when given the UNet config (as its SDXL loader does)."""
+    from ldm_cli.models.ldm_unet_names import aliases
+
+    to_ldm = {kohya_name("unet", name): kohya_name("unet", alias) for alias, name in aliases(pipeline(tiny).unet).items()}
+    tensors = {}
+    for key, value in load_file(kohya(tiny, folder, convs=True).path).items():
+        module, param = key.split(".", 1)
+        tensors[f"{to_ldm.get(module, module)}.{param}"] = value
+    assert any("input_blocks" in k for k in tensors) and any("output_blocks" in k for k in tensors)
+    return Built(_save(folder / "ldm-names.safetensors", tensors), "diffusers-unet-config")
 
 
 # --- layouts diffusers cannot load: compared with a mathematically equal file, or with peft's layers ----
@@ -272,6 +287,7 @@ def sd2(tiny, folder):
 BUILDERS = {
     "kohya LoRA, UNet + text encoder": kohya,
     "peft/diffusers LoRA, UNet + text encoder": peft,
+    "kohya LoRA, LDM UNet names": kohya_ldm_names,
     "diffusers lora_linear_layer": linear_layer,
     "diffusers attention processors": processor,
     "diffusers lora_adapter_metadata": adapter_metadata,

@@ -25,9 +25,9 @@ def _oracle_pixels(pipe) -> np.ndarray:
     return out.images[0]
 
 
-def _diffusers_pixels(tiny, path) -> np.ndarray:
+def _diffusers_pixels(tiny, path, **kwargs) -> np.ndarray:
     pipe = pipeline(tiny)
-    pipe.load_lora_weights(str(path))
+    pipe.load_lora_weights(str(path), **({"unet_config": pipe.unet.config} if kwargs.get("unet_config") else {}))
     return _oracle_pixels(pipe)
 
 
@@ -81,6 +81,8 @@ def test_layout(case, ldm, tiny_model, tmp_path, base_pixels):
     if built.oracle == "diffusers":
         assert case["diffusers"] == "loads" and case["ldm"] == SAME
         reference = _diffusers_pixels(tiny_model, built.path)
+    elif built.oracle == "diffusers-unet-config":
+        reference = _diffusers_pixels(tiny_model, built.path, unet_config=True)
     elif built.oracle == "equivalent":
         reference = _diffusers_pixels(tiny_model, built.equivalent)
     else:
