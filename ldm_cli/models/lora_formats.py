@@ -101,6 +101,7 @@ def read_lora_file(path: Path, flag: str = "--lora") -> LoraFile:
 
 def _parse_key(key: str):
     """(style, target, module, param) or None; target "sdxl" marks a second text encoder."""
+    key = key.removeprefix("base_model.model.")  # a peft PeftModel's own adapter file
     if match := _KOHYA.match(key):
         prefix, module, param = match.groups()
         target = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "sdxl"}[prefix]
@@ -168,8 +169,8 @@ def _apply_adapter_metadata(patches: list[Patch], header: dict) -> None:
         config = {k.split(".", 1)[1]: v for k, v in metadata.items() if k.startswith(patch.target + ".")}
         if not config or "down" not in patch.tensors or patch.module.startswith("_:"):
             continue
-        r = _pattern(config.get("rank_pattern") or {}, patch.module, config.get("r", 8))
-        alpha = _pattern(config.get("alpha_pattern") or {}, patch.module, config.get("lora_alpha", r))
+        r = _pattern(config.get("rank_pattern") or {}, patch.module, config.get("r", 8))  # peft's defaults: 8, 8
+        alpha = _pattern(config.get("alpha_pattern") or {}, patch.module, config.get("lora_alpha", 8))
         scale = alpha / (r ** 0.5 if config.get("use_rslora") else r)
         patch.alpha = scale * patch.tensors["down"].shape[0]
 

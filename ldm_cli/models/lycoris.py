@@ -18,7 +18,7 @@ import torch
 
 
 def rank_and_scale(algo: str, tensors: dict, alpha: float | None) -> tuple[int | None, float]:
-    """The rank the file was trained at and alpha / rank (LyCORIS: alpha missing or 0 means alpha = rank)."""
+    """The rank the file was trained at and alpha / rank (no alpha stored: alpha = rank, as every loader does)."""
     if algo == "full":
         return None, 1.0
     if algo == "lora":
@@ -30,7 +30,7 @@ def rank_and_scale(algo: str, tensors: dict, alpha: float | None) -> tuple[int |
         if factored is None:
             return None, 1.0
         rank = factored.shape[0]
-    if alpha is None or alpha == 0:
+    if alpha is None:
         return rank, 1.0
     return rank, alpha / rank
 
