@@ -112,3 +112,18 @@ def test_dora_scale_zero_is_the_base_model_and_one_is_full(tiny_model, tmp_path)
     torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
     assert (outputs[2] - outputs[0]).abs().max() > 1e-2
 
+
+
+def test_peft_adapter_files_with_base_model_prefix_apply_like_diffusers_keys(tiny_model, tmp_path):
+    """peft's PeftModel.save_pretrained names keys base_model.model.<module>.lora_A.weight."""
+    plain = BUILDERS["peft/diffusers LoRA, UNet + text encoder"](tiny_model, tmp_path).path
+    unet_only = {k.removeprefix("unet."): v for k, v in load_file(plain).items() if k.startswith("unet.")}
+    save_file({f"base_model.model.{k}": v for k, v in unet_only.items()}, str(tmp_path / "peft-model.safetensors"))
+    save_file({f"unet.{k}": v for k, v in unet_only.items()}, str(tmp_path / "unet.safetensors"))
+    results = []
+    for path in (tmp_path / "peft-model.safetensors", tmp_path / "unet.safetensors"):
+        unet, text_encoder = _models(tiny_model)
+        apply_loras(unet, text_encoder, [LoraSpec(path)])
+        results.append(_forward(unet, text_encoder))
+    torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)
+    assert describe_lora(tmp_path / "peft-model.safetensors")["targets"] == ["unet"]
