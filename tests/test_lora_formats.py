@@ -69,6 +69,8 @@ def test_describe_lora_guesses_the_model_family_and_refuses_junk(tiny_model, tmp
       "lora_unet_down_blocks_0_attentions_0_proj_in.something_new": torch.zeros(2)}, "not LoRA/LyCORIS weights ldm knows"),
     ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 48, 1, 1),
       "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(32, 2, 1, 1)}, "trained for another model"),
+    ({"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a": torch.zeros(32, 2),
+      "lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_b": torch.zeros(2, 32)}, "has no hada_w2_a); the file is incomplete"),
 ])
 def test_unusable_files_get_one_line_and_nothing_changes(ldm, tiny_model, tmp_path, tensors, message):
     save_file(tensors, str(tmp_path / "bad.safetensors"))

@@ -173,14 +173,13 @@ def _plan(unet, text_encoder, spec: LoraSpec) -> tuple[LoraFile, list[tuple[Patc
 def _check(where: str, patch: Patch, weight) -> None:
     """The update (and a DoRA magnitude) must fit the weight; a shape mismatch means another model."""
     try:
-        delta = delta_weight(patch.algo, patch.tensors, patch.alpha, weight.shape)
+        delta_weight(patch.algo, patch.tensors, patch.alpha, weight.shape)
         if "dora" in patch.tensors:
             _check_magnitude(patch.tensors["dora"], weight.shape)
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:
         name = patch.module.removeprefix("_:")
         raise ModelError(f"{where}: its {patch.algo} update for {patch.target}:{name} does not fit the model's weight "
                          f"{tuple(weight.shape)} ({' '.join(str(exc).split())[:120]}); this LoRA was trained for another model") from None
-    del delta
 
 
 def _check_magnitude(magnitude, shape) -> None:

@@ -95,8 +95,30 @@ def read_lora_file(path: Path, flag: str = "--lora") -> LoraFile:
         raise ModelError(f"{flag} {path}: no LoRA weights in it (expected kohya 'lora_unet_…' or diffusers 'unet.…lora_A' keys)")
     fmt = "kohya" if styles == {"kohya"} else ("peft" if any(k.endswith(("lora_A.weight", "lora_B.weight")) for k in tensors) else "diffusers")
     patches = list(groups.values())
+    incomplete = [(p, need) for p in patches for need in _missing_parts(p)]
+    if incomplete:
+        patch, need = incomplete[0]
+        raise ModelError(f"{flag} {path}: {len({id(p) for p, _ in incomplete})} of its modules lack part of their weights "
+                         f"(e.g. {patch.module.removeprefix('_:')} has no {need}); the file is incomplete — download it again")
     _apply_adapter_metadata(patches, header)
     return LoraFile(Path(path), fmt, patches, sdxl)
+
+
+_NEEDS = {"lora": [("down",), ("up",)], "loha": [("w1a",), ("w1b",), ("w2a",), ("w2b",)],
+          "lokr": [("w1", "w1a"), ("w1", "w1b"), ("w2", "w2a"), ("w2", "w2b")], "full": [("diff",)]}
+
+
+def _missing_parts(patch: Patch) -> list[str]:
+    """The tensors the patch's algorithm needs and the file lacks (either of a pair will do)."""
+    return [" or ".join(_file_name(patch.algo, o) for o in options)
+            for options in _NEEDS[patch.algo] if not any(o in patch.tensors for o in options)]
+
+
+def _file_name(algo: str, slot: str) -> str:
+    """The param name a kohya/LyCORIS file uses for an internal slot (w2a -> hada_w2_a, down -> lora_down)."""
+    if algo in ("loha", "lokr"):
+        return ("hada_" if algo == "loha" else "lokr_") + (slot[:2] + "_" + slot[2:] if len(slot) == 3 else slot)
+    return {"down": "lora_down", "up": "lora_up"}.get(slot, slot)
 
 
 def _parse_key(key: str):
