@@ -77,6 +77,11 @@ def test_full_finetune_lowers_the_loss_and_loads_everywhere(ldm, tiny_model, sha
     # The output is a diffusers folder: diffusers and `ldm generate --model OUT` both load it.
     pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None, requires_safety_checker=False)
     assert pipe.unet.config.sample_size == 8
+    # The text encoder has the canonical text_model.* keys, so transformers 4 loads it too (5 reads both).
+    from safetensors.torch import load_file
+
+    text_keys = list(load_file(out / "text_encoder" / "model.safetensors"))
+    assert text_keys and all(k.startswith("text_model.") for k in text_keys), text_keys[:3]
     generated = ldm("generate", "a red circle", "--model", out, "--steps", "2", "--seed", "1", "--out", "g.png")
     assert generated.code == 0, generated.stderr
     # Beside it: the run's full configuration, the data summary, the logs and the validation grids.

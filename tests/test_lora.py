@@ -120,3 +120,30 @@ def test_bad_lora_arguments(ldm, tiny_model, tmp_path):
                "lora_unet_no_such_module.lora_up.weight": torch.zeros(4, 2)}, str(tmp_path / "other.safetensors"))
     other = ldm("generate", "x", "--model", tiny_model, "--steps", "1", "--lora", "other.safetensors")
     assert other.code == 1 and "not in this model" in other.stderr
+
+
+@pytest.mark.parametrize("kohya_format", [True, False])
+def test_written_text_encoder_names_are_the_canonical_ones(tiny_model, kohya_format):
+    unet, text_encoder = _load(tiny_model)
+    add_lora(unet, 4, 4.0, UNET_TARGETS)
+    add_lora(text_encoder, 4, 4.0, TEXT_TARGETS)
+    keys = [k for k in lora_state(unet, text_encoder, 4, 4.0, kohya=kohya_format) if "te_" in k or "text_encoder" in k]
+    canonical = "lora_te_text_model_encoder_layers_" if kohya_format else "text_encoder.text_model.encoder.layers."
+    assert len(keys) == (3 if kohya_format else 2) * 4 * 2 and all(k.startswith(canonical) for k in keys), keys[:3]
+
+
+def test_shipped_demo_text_encoder_has_canonical_keys_and_loads_exactly():
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel
+
+    from ldm_cli.models.loading import ASSETS
+
+    folder = ASSETS / "demo" / "text_encoder"
+    stored = load_file(folder / "model.safetensors")
+    assert stored and all(k.startswith("text_model.") for k in stored)
+    model, info = CLIPTextModel.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    state = model.state_dict()
+    for key, value in stored.items():
+        name = key if key in state else key.removeprefix("text_model.")
+        assert torch.equal(state[name], value), key

@@ -21,6 +21,7 @@ from ldm_cli.demo.checkpoints import load_checkpoint, save_checkpoint
 from ldm_cli.demo.recipe import DemoRecipe, TextRecipe, UnetRecipe
 from ldm_cli.demo.train_vae import learning_rate
 from ldm_cli.models.loading import SD15_CONFIG_DIR
+from ldm_cli.models.text_encoder_names import save_text_encoder
 from ldm_cli.training.ema import EMA
 from ldm_cli.training.objective import diffusion_loss
 
@@ -181,7 +182,7 @@ def save_model(model: Trainable, scheduler, vae_folder: Path, folder: Path) -> P
     """Write a diffusers folder: model_index.json + tokenizer/ text_encoder/ vae/ unet/ scheduler/."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.text_encoder.save_pretrained(tmp / "text_encoder")
+    save_text_encoder(model.text_encoder, tmp / "text_encoder")  # canonical text_model.* keys
     model.unet.save_pretrained(tmp / "unet")
     shutil.copytree(SD15_CONFIG_DIR / "tokenizer", tmp / "tokenizer")  # the real CLIP BPE files
     scheduler.save_pretrained(tmp / "scheduler")

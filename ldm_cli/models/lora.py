@@ -1,27 +1,26 @@
-"""Apply LoRA files to a loaded model for `ldm generate --lora FILE[:SCALE]` (repeatable).
+"""Apply LoRA-family files to a loaded model for `ldm generate --lora FILE[:SCALE]` (repeatable).
 
-Each LoRA pair (down A [r, in], up B [out, r], optional alpha) is merged into the weight it adapts:
-
-    W <- W + scale * (alpha / r) * B @ A            (alpha absent: alpha / r = 1, as diffusers assumes)
-
-Two key formats are read:
-  diffusers / peft:  unet.<module>.lora_A.weight, unet.<module>.lora_B.weight   (text_encoder.<module>...)
-                     also the older unet.<module>.lora.down.weight / lora.up.weight
-  kohya (A1111):     lora_unet_<module with _>.lora_down.weight / .lora_up.weight / .alpha   (lora_te_...)
+Each adapted module's update dW (models/lycoris.py: LoRA, LoCon, Tucker, LoHa, LoKr, full, DoRA) is
+merged into the weight it adapts:  W <- W + scale * dW,  or for DoRA  W <- W + scale * (W' - W).
+Files are read by models/lora_formats.py (kohya, diffusers, peft keys). Everything is checked
+before the first weight changes: a file for another model is refused with one line, never half-applied.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ldm_cli.errors import ModelError, UsageError
+from ldm_cli.models.lora_formats import LoraFile, Patch, read_lora_file
+from ldm_cli.models.lycoris import decompose, delta_weight, rank_and_scale
 
-_PEFT = re.compile(r"^(unet|text_encoder)\.(.+)\.(lora_A|lora_B|lora\.down|lora\.up)\.weight$")
-_PEFT_ALPHA = re.compile(r"^(unet|text_encoder)\.(.+)\.alpha$")
-_KOHYA = re.compile(r"^lora_(unet|te)_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)$")
+BASES = {768: "SD1", 1024: "SD2", 2048: "SDXL"}  # cross-attention (text feature) width of each family
+_TEXT_WIDTHS = {768: "SD1", 1024: "SD2", 1280: "SDXL"}
+_CROSS_KV = re.compile(r"attn2[._]to_[kv]$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,26 @@ class LoraSpec:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.scale:g}"
+
+
+@dataclass
+class LoraInfo:
+    """What a LoRA-family file is, for `ldm inspect` and the generate log."""
+
+    kind: str  # "lora" | "locon" | "loha" | "lokr" | "full" | "dora" (LoRA/LoCon with dora_scale)
+    format: str  # "kohya" | "diffusers" | "peft"
+    rank: int | None  # the most common rank (None: full-rank updates)
+    alpha: float | None  # the most common alpha (None: not stored, i.e. alpha = rank)
+    targets: list[str]  # "unet", "text_encoder"
+    modules: int
+    base: str  # "SD1" | "SD2" | "SDXL" | "unknown", guessed from the tensor shapes
+    dora: bool = False
+    algos: dict = field(default_factory=dict)  # {"lora": 128, "loha": 4}: modules per algorithm
+
+    def summary(self) -> str:
+        alpha = "" if self.alpha is None else f", alpha {self.alpha:g}"
+        rank = "full rank" if self.rank is None else f"rank {self.rank}"
+        return f"{self.format} {self.kind}, {rank}{alpha}, {self.modules} modules ({' + '.join(self.targets)})"
 
 
 def parse_lora_arg(value: str) -> LoraSpec:
@@ -53,82 +72,156 @@ def parse_lora_arg(value: str) -> LoraSpec:
     return LoraSpec(path, scale)
 
 
-def read_lora(path: Path) -> dict[tuple[str, str], dict]:
-    """{(model, module key): {"down", "up", "alpha"}}; module keys are dotted (peft) or underscored (kohya)."""
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for bad headers
-        raise ModelError(f"--lora {path}: not a readable .safetensors file ({' '.join(str(exc).split())[:160]})") from None
-    groups: dict[tuple[str, str], dict] = {}
-    for key, value in tensors.items():
-        if match := _PEFT.match(key):
-            model, module, kind = match.groups()
-            groups.setdefault((model, module), {})["down" if kind in ("lora_A", "lora.down") else "up"] = value
-        elif match := _PEFT_ALPHA.match(key):
-            groups.setdefault((match.group(1), match.group(2)), {})["alpha"] = float(value)
-        elif match := _KOHYA.match(key):
-            model = "unet" if match.group(1) == "unet" else "text_encoder"
-            slot = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}[match.group(3)]
-            groups.setdefault((model, "_:" + match.group(2)), {})[slot] = float(value) if slot == "alpha" else value
-    if not groups:
-        raise ModelError(f"--lora {path}: no LoRA weights in it (expected diffusers 'unet.…lora_A' or kohya 'lora_unet_…' keys)")
-    incomplete = [m for m, g in groups.items() if "down" not in g or "up" not in g]
-    if incomplete:
-        raise ModelError(f"--lora {path}: {len(incomplete)} modules lack their down or up weight (e.g. {incomplete[0][1]}); the file is damaged")
-    return groups
+def describe_lora(path) -> dict:
+    """What the file is (LoraInfo as a dict); ModelError for a file ldm cannot use as a LoRA."""
+    lora = read_lora_file(Path(path), flag="LoRA")
+    return asdict(_info(lora))
 
 
-def apply_loras(unet, text_encoder, specs: list[LoraSpec]) -> None:
-    """Merge every LoRA into the weights, in order, each at its own scale."""
-    for spec in specs:
-        apply_lora(unet, text_encoder, spec)
+def _info(lora: LoraFile) -> LoraInfo:
+    algos = Counter(_kind(p) for p in lora.patches)
+    ranks = Counter(rank_and_scale(p.algo, p.tensors, p.alpha)[0] for p in lora.patches)
+    alphas = Counter(p.alpha for p in lora.patches)
+    dora = any("dora" in p.tensors for p in lora.patches)
+    kind = algos.most_common(1)[0][0] if algos else "lora"
+    if "locon" in algos and kind == "lora":
+        kind = "locon"
+    return LoraInfo(
+        kind="dora" if dora and kind in ("lora", "locon") else kind,
+        format=lora.format,
+        rank=ranks.most_common(1)[0][0] if ranks else None,
+        alpha=alphas.most_common(1)[0][0] if alphas else None,
+        targets=[t for t in ("unet", "text_encoder") if any(p.target == t for p in lora.patches)],
+        modules=len(lora.patches),
+        base="SDXL" if lora.sdxl_hint else guess_base(lora.patches),
+        dora=dora,
+        algos=dict(algos),
+    )
+
+
+def _kind(patch: Patch) -> str:
+    down = patch.tensors.get("down")
+    if patch.algo == "lora" and ("mid" in patch.tensors or (down is not None and down.dim() == 4 and down.shape[-1] > 1)):
+        return "locon"  # a convolution with a kernel wider than 1x1, or Tucker-decomposed
+    return patch.algo
+
+
+def guess_base(patches: list[Patch]) -> str:
+    """SD1/SD2/SDXL from the text-feature width the cross-attention keys/values take (or the text encoder's)."""
+    widths = Counter(_fan_in(p) for p in patches if p.target == "unet" and _CROSS_KV.search(p.module))
+    if widths:
+        return BASES.get(widths.most_common(1)[0][0], "unknown")
+    text = Counter(_fan_in(p) for p in patches if p.target == "text_encoder" and re.search(r"q_proj$", p.module))
+    return _TEXT_WIDTHS.get(text.most_common(1)[0][0], "unknown") if text else "unknown"
+
+
+def _fan_in(patch: Patch) -> int:
+    t = patch.tensors
+    if patch.algo == "lora":
+        return t["down"].shape[1]
+    if patch.algo == "loha":
+        return t["w1b"].shape[1]
+    if patch.algo == "lokr":
+        return (t["w1"] if "w1" in t else t["w1b"]).shape[1] * (t["w2"] if "w2" in t else t["w2b"]).shape[1]
+    return t["diff"].shape[1]
+
+
+def apply_loras(unet, text_encoder, specs: list[LoraSpec]) -> list[LoraInfo]:
+    """Merge every LoRA into the weights, in order, each at its own scale; all are checked first."""
+    plans = [_plan(unet, text_encoder, spec) for spec in specs]
+    for spec, (lora, matches) in zip(specs, plans):
+        _merge(matches, spec.scale)
+    return [_info(lora) for lora, _ in plans]
 
 
 def apply_lora(unet, text_encoder, spec: LoraSpec) -> int:
+    lora, matches = _plan(unet, text_encoder, spec)
+    _merge(matches, spec.scale)
+    return len(matches)
+
+
+def _plan(unet, text_encoder, spec: LoraSpec) -> tuple[LoraFile, list[tuple[Patch, object]]]:
+    """Read the file and pair every patch with its module; raise (one line) unless all fit."""
+    lora = read_lora_file(spec.path)
+    where = f"--lora {spec.path}"
+    model_width = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
+    if lora.sdxl_hint:
+        raise ModelError(f"{where}: an SDXL LoRA ({lora.sdxl_hint}); this is an SD1-family model — use it with an SDXL model")
+    base = guess_base(lora.patches)
+    file_width = {v: k for k, v in BASES.items()}.get(base)
+    if file_width is not None and model_width is not None and file_width != model_width:
+        raise ModelError(f"{where}: a LoRA for {base} models (its cross-attention takes {file_width}-dim text features, "
+                         f"this model's takes {model_width}); use it with an {base} model")
+    lookup = {"unet": _module_index(unet, text=False), "text_encoder": _module_index(text_encoder, text=True)}
+    matches, missing = [], []
+    for patch in lora.patches:
+        module = lookup[patch.target].get(patch.module)
+        if module is None:
+            missing.append(f"{patch.target}:{patch.module.removeprefix('_:')}")
+            continue
+        _check(where, patch, module.weight)
+        matches.append((patch, module))
+    if missing and any(re.search(r"(input|output)_blocks|middle_block", m) for m in missing):
+        raise ModelError(f"{where}: {len(missing)} of its UNet modules (LDM names, e.g. {missing[0]}) are not in this "
+                         "model's layout; it was trained for another architecture — use the model it was made for")
+    if missing:
+        raise ModelError(f"{where}: {len(missing)} of its {len(lora.patches)} modules are not in this model (e.g. {missing[0]}); "
+                         "it was trained for another architecture — use the model it was made for")
+    return lora, matches
+
+
+def _check(where: str, patch: Patch, weight) -> None:
+    """The update (and a DoRA magnitude) must fit the weight; a shape mismatch means another model."""
+    try:
+        delta_weight(patch.algo, patch.tensors, patch.alpha, weight.shape)
+        if "dora" in patch.tensors:
+            _check_magnitude(patch.tensors["dora"], weight.shape)
+    except (ValueError, RuntimeError, KeyError, IndexError) as exc:
+        name = patch.module.removeprefix("_:")
+        raise ModelError(f"{where}: its {patch.algo} update for {patch.target}:{name} does not fit the model's weight "
+                         f"{tuple(weight.shape)} ({' '.join(str(exc).split())[:120]}); this LoRA was trained for another model") from None
+
+
+def _check_magnitude(magnitude, shape) -> None:
+    if magnitude.numel() not in (shape[0], shape[1]):
+        raise ValueError(f"dora_scale has {magnitude.numel()} values, the weight has {shape[0]} rows and {shape[1]} columns")
+
+
+def _merge(matches: list[tuple[Patch, object]], scale: float) -> None:
     import torch
 
-    models = {"unet": unet, "text_encoder": text_encoder}
-    lookup = {name: _module_index(model) for name, model in models.items()}
-    merged = 0
-    missing = []
-    for (model, key), group in read_lora(spec.path).items():
-        module = lookup[model].get(key)
-        if module is None:
-            missing.append(f"{model}:{key.removeprefix('_:')}")
-            continue
-        down, up = group["down"].float(), group["up"].float()
-        rank = down.shape[0]
-        factor = spec.scale * (group["alpha"] / rank if "alpha" in group else 1.0)
+    for patch, module in matches:
         weight = module.weight
-        delta = (up.flatten(1) @ down.flatten(1)).reshape(weight.shape) if weight.dim() == 2 else _conv_delta(up, down, weight)
-        if delta.shape != weight.shape:
-            raise ModelError(f"--lora {spec.path}: {key} has shape {tuple(delta.shape)}, the model's is {tuple(weight.shape)}; "
-                             "this LoRA was trained for another model")
         with torch.no_grad():
-            weight.add_((factor * delta).to(weight.device, weight.dtype))
-        merged += 1
-    if missing:
-        raise ModelError(f"--lora {spec.path}: {len(missing)} of its modules are not in this model (e.g. {missing[0]}); "
-                         "it was trained for another architecture — use the model it was made for")
-    return merged
+            delta = delta_weight(patch.algo, patch.tensors, patch.alpha, weight.shape).to(weight.device)
+            if "dora" in patch.tensors:  # blend towards the decomposed weight: scale 1 is exactly LyCORIS/peft
+                delta = decompose(weight, delta, patch.tensors["dora"].to(weight.device)) - weight.float()
+            weight.add_((scale * delta).to(weight.dtype))
+            bias = patch.tensors.get("diff_b")
+            if bias is not None and getattr(module, "bias", None) is not None:
+                module.bias.add_((scale * bias.float()).to(module.bias.device, module.bias.dtype))
 
 
-def _conv_delta(up, down, weight):
-    """Conv LoRA: down is [r, in, kh, kw], up is [out, r, 1, 1]."""
-    delta = up.flatten(1) @ down.flatten(1)  # [out, in*kh*kw]
-    return delta.reshape(weight.shape) if delta.numel() == weight.numel() else delta
+def _module_index(model, text: bool) -> dict:
+    """Every spelling a file may use -> module: dotted ('a.b.0.c') and kohya ('_:a_b_0_c'); for the UNet
+    the diffusers and the original LDM names, for the text encoder both the canonical `text_model.…`
+    names and what the installed transformers calls them."""
+    from ldm_cli.models.text_encoder_names import module_names
 
-
-def _module_index(model) -> dict:
-    """Both key styles -> module: 'a.b.0.c' (peft) and '_:a_b_0_c' (kohya); only modules with a weight."""
     index = {}
     if model is None:
         return index
-    for name, module in model.named_modules():
-        if getattr(module, "weight", None) is None or not name:
+    modules = dict(model.named_modules())
+    names = module_names(model) if text else {name: name for name in modules if name}
+    if not text and isinstance(getattr(getattr(model, "config", None), "layers_per_block", None), int):
+        from ldm_cli.models.ldm_unet_names import aliases
+
+        names |= aliases(model)  # input_blocks_4_1_… as A1111/ComfyUI accept beside down_blocks_1_…
+    for canonical, memory in names.items():
+        module = modules[memory]
+        if getattr(module, "weight", None) is None:
             continue
-        index[name] = module
-        index["_:" + name.replace(".", "_")] = module
+        for name in {canonical, memory, canonical.removeprefix("text_model.")}:  # old ldm files lack text_model.
+            index[name] = module
+            index["_:" + name.replace(".", "_")] = module
     return index

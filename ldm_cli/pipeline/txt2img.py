@@ -43,7 +43,9 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
     if settings.loras:  # merged into the weights after loading, in the order given
         from ldm_cli.models.lora import apply_loras, parse_lora_arg
 
-        apply_loras(components.unet, components.text_encoder, [parse_lora_arg(v) for v in settings.loras])
+        specs = [parse_lora_arg(v) for v in settings.loras]
+        for spec, info in zip(specs, apply_loras(components.unet, components.text_encoder, specs)):
+            say(f"lora {spec.path.name}: {info.summary()}, scale {spec.scale:g}")
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
     return components, device, dtype, time.perf_counter() - started
 

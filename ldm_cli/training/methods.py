@@ -30,14 +30,22 @@ def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
 
 
 def lora_state(unet, text_encoder, rank: int, alpha: float, kohya: bool) -> dict[str, torch.Tensor]:
-    """The adapters as a LoRA file's tensors, in diffusers/peft or kohya key format."""
+    """The adapters as a LoRA file's tensors, in diffusers/peft or kohya key format.
+
+    Text-encoder modules get their canonical names (`text_encoder.text_model.encoder.layers.N…`,
+    `lora_te_text_model_encoder_layers_N_…`), which ComfyUI, A1111, kohya and diffusers all read.
+    """
     from peft import get_peft_model_state_dict
+
+    from ldm_cli.models.text_encoder_names import canonical_key
 
     parts = [("unet", unet)] + ([("text_encoder", text_encoder)] if text_encoder is not None else [])
     out = {}
     for prefix, model in parts:
         for key, value in get_peft_model_state_dict(model).items():
             module, kind = key.rsplit(".lora_", 1)  # "down_blocks.0....to_q", "A.weight"
+            if prefix == "text_encoder":  # the names every tool reads, whatever transformers calls them
+                module = canonical_key(module)
             value = value.detach().float().cpu().contiguous()
             if kohya:
                 name = ("lora_unet_" if prefix == "unet" else "lora_te_") + module.replace(".", "_")
@@ -64,6 +72,7 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
 def save_full_model(output: Path, components, unet, text_encoder, unet_weights: dict | None) -> None:
     """A diffusers folder at `output`; model_index.json is written last, so it marks a complete model."""
     from ldm_cli.models.loading import SD15_CONFIG_DIR
+    from ldm_cli.models.text_encoder_names import save_text_encoder
 
     staging = output / f".tmp-model-{os.getpid()}"
     if staging.exists():
@@ -77,7 +86,7 @@ def save_full_model(output: Path, components, unet, text_encoder, unet_weights: 
     finally:
         if unet_weights is not None:
             unet.load_state_dict(live)
-    text_encoder.save_pretrained(staging / "text_encoder")
+    save_text_encoder(text_encoder, staging / "text_encoder")  # canonical text_model.* keys
     components.vae.save_pretrained(staging / "vae")
     source = components.source.path
     tokenizer = source / "tokenizer" if source is not None and (source / "tokenizer").is_dir() else SD15_CONFIG_DIR / "tokenizer"
