@@ -26,6 +26,8 @@ EXAMPLES = """Examples:
   ldm generate "a scarlet macaw" --dim 768 --dry-run
 
   ldm generate "a watercolor painting" --init-image photo.jpg --strength 0.6
+
+  ldm generate "a castle, <lora:pixel-art:0.8>" --lora-dir loras/ --embeddings-dir embeddings/
 """
 
 
@@ -105,6 +107,15 @@ def generate(
     vae_tiling: Annotated[
         bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
     ] = False,
+    lora_dir: Annotated[
+        Optional[list[Path]], typer.Option("--lora-dir", help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors; repeatable [default: $LDM_LORA_DIR].")
+    ] = None,
+    embedding: Annotated[
+        Optional[list[str]], typer.Option("--embedding", help="Textual-inversion embedding FILE or FILE:TOKEN (token default: the file's stem); repeatable.")
+    ] = None,
+    embeddings_dir: Annotated[
+        Optional[list[Path]], typer.Option("--embeddings-dir", help="Folder of embeddings; those whose file stem is a word of the prompt are loaded [default: $LDM_EMBEDDINGS_DIR].")
+    ] = None,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
 

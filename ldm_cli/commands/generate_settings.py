@@ -18,7 +18,7 @@ def build_settings(args: dict) -> GenerateSettings:
     """Precedence: explicit flag > value recorded in --from image > default."""
     values = dict(DEFAULTS)
     if args["from_image"] is not None:
-        values.update(settings_from_image(args["from_image"]))
+        values.update(settings_from_image(args["from_image"], args.get("lora_dir")))
     explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
     if args["dim"] is not None:
         explicit.setdefault("height", args["dim"])
@@ -37,7 +37,7 @@ def build_settings(args: dict) -> GenerateSettings:
         scheduler=values.get("scheduler"),
         num_images=values["num_images"],
         out=args["out"],
-        loras=tuple(str(parse_lora_arg(v)) for v in args.get("lora") or ()),
+        loras=tuple(str(parse_lora_arg(v)) for v in args.get("lora") or values.get("loras") or ()),
         save_intermediates=args["save_intermediates"],
         every=args["every"],
         intermediates_mode=args["intermediates"],
@@ -51,6 +51,10 @@ def build_settings(args: dict) -> GenerateSettings:
             offload=args.get("offload", False), vae_tiling=args.get("vae_tiling", False),
         ),
         dry_run=args.get("dry_run", False),
+        lora_dirs=tuple(args.get("lora_dir") or ()),
+        embeddings=tuple(args.get("embedding") or ()),
+        embeddings_dirs=tuple(args.get("embeddings_dir") or ()),
+        recorded_model_hash=values.get("recorded_model_hash"),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -62,6 +66,7 @@ def build_settings(args: dict) -> GenerateSettings:
         ),
     )
     validate_generate(settings)
+    check_network_flags(settings)
     if settings.model.config is not None and not settings.model.config.is_dir():
         raise UsageError(f"--config {settings.model.config}: not a folder of component configs")
     return settings
@@ -96,8 +101,25 @@ def read_prompts_file(path: Path) -> tuple[str, ...]:
     return prompts
 
 
-def settings_from_image(path: Path) -> dict:
-    """The settings an ldm PNG recorded; an A1111 `parameters` chunk works too."""
+def check_network_flags(settings: GenerateSettings) -> None:
+    """--embedding files and the LoRA/embedding folders exist (before any model loads)."""
+    from ldm_cli.models import network_files
+    from ldm_cli.models.embeddings import parse_embedding_arg
+
+    for value in settings.embeddings:
+        parse_embedding_arg(value, settings.model.allow_pickle)
+    network_files.folders("--lora-dir", settings.lora_dirs, network_files.LORA_DIR_ENV)
+    network_files.folders("--embeddings-dir", settings.embeddings_dirs, network_files.EMBEDDINGS_DIR_ENV)
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def settings_from_image(path: Path, lora_dirs=None) -> dict:
+    """The settings an ldm PNG recorded; an A1111 infotext (PNG chunk, JPEG/WebP EXIF) or a Fooocus record works too."""
     from ldm_cli.files.metadata import parse_a1111, read_png_metadata
 
     try:
@@ -114,10 +136,35 @@ def settings_from_image(path: Path) -> dict:
             "steps": s["steps"], "guidance": s["guidance"], "height": s["height"], "width": s["width"],
             "scheduler": s["scheduler"], "model": record["model"]["spec"], "revision": record["model"].get("revision"),
             **_img2img_from_record(record.get("img2img")),
+            **_loras_from_record(record, path, lora_dirs),
         }
     if chunks["parameters"]:
-        return _from_a1111(parse_a1111(chunks["parameters"]))
+        if chunks.get("fooocus") is not None:
+            from ldm_cli.files.foreign_metadata import fooocus_unreplayed
+
+            ignored = fooocus_unreplayed(chunks["fooocus"])
+            if ignored:
+                _warn(f"warning: --from {path}: Fooocus settings ldm does not replay: {', '.join(ignored)}")
+        parsed = parse_a1111(chunks["parameters"])
+        values = _from_a1111(parsed)
+        if parsed["fields"].get("Model hash"):
+            values["recorded_model_hash"] = parsed["fields"]["Model hash"]
+        return values
     raise UsageError(f"--from {path}: the PNG has no ldm or A1111 generation metadata")
+
+
+def _loras_from_record(record: dict, path: Path, lora_dirs) -> dict:
+    """--lora values the record used (recorded path, else by name in --lora-dir), and its model hash."""
+    from ldm_cli.models import network_files
+    from ldm_cli.pipeline.replay import recorded_loras
+
+    folders = network_files.folders("--lora-dir", lora_dirs, network_files.LORA_DIR_ENV)
+    found, missing = recorded_loras(record, folders)
+    if missing:
+        _warn(f"warning: --from {path}: LoRAs it used cannot be found (not at their recorded path, not in "
+              f"--lora-dir/${network_files.LORA_DIR_ENV}): {', '.join(missing)}; the picture will differ")
+    hashes = record["model"].get("hashes") or {}
+    return {"loras": found, "recorded_model_hash": hashes.get("checkpoint") or hashes.get("unet")}
 
 
 def _img2img_from_record(img2img: dict | None) -> dict:

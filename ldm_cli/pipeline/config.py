@@ -51,6 +51,10 @@ class GenerateSettings:
     resize: str | None = None  # how --init-image reaches --height/--width; None -> crop
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)  # --compile, --offload, ...
     dry_run: bool = False  # print the resolved plan and a memory estimate; load nothing
+    lora_dirs: tuple[Path, ...] = ()  # where <lora:NAME:W> tags are looked up; () -> $LDM_LORA_DIR
+    embeddings: tuple[str, ...] = ()  # --embedding FILE[:TOKEN], installed after loading
+    embeddings_dirs: tuple[Path, ...] = ()  # embeddings named in a prompt; () -> $LDM_EMBEDDINGS_DIR
+    recorded_model_hash: str | None = None  # --from: the model hash the image records (warned about if it differs)
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -58,6 +62,8 @@ class GenerateSettings:
         for key in ("init_image", "init_latents"):
             record[key] = str(record[key]) if record[key] else None
         record["model"]["config"] = str(self.model.config) if self.model.config else None
+        for key in ("lora_dirs", "embeddings_dirs"):
+            record[key] = [str(p) for p in record[key]]
         return record
 
 
@@ -88,6 +94,9 @@ def validate_generate(s: GenerateSettings) -> None:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
     _validate_img2img(s)
     check_writable_output(s.out)
+    from ldm_cli.pipeline.networks import check_prompt_tags
+
+    check_prompt_tags(s.prompts, s.negative_prompt)
 
 
 def kept_steps(steps: int, strength: float) -> tuple[int, int]:

@@ -61,15 +61,16 @@ class TextToImage:
         self.device = device
         self.dtype = dtype
         self._uncond_cache: dict[str, torch.Tensor] = {}
+        self.text_for_clip = lambda text: text  # e.g. network tags removed, embedding tokens expanded
 
     def conditioning(self, prompt: str, plan: SamplingPlan) -> Conditioning:
         c = self.components
-        cond = encode_prompts(c.tokenizer, c.text_encoder, [prompt])
+        cond = encode_prompts(c.tokenizer, c.text_encoder, [self.text_for_clip(prompt)])
         uncond = None
         if uses_unconditional_pass(plan.guidance):
             if plan.negative_prompt not in self._uncond_cache:
                 self._uncond_cache[plan.negative_prompt] = encode_prompts(
-                    c.tokenizer, c.text_encoder, [plan.negative_prompt]
+                    c.tokenizer, c.text_encoder, [self.text_for_clip(plan.negative_prompt)]
                 )
             uncond = self._uncond_cache[plan.negative_prompt]
         return Conditioning(cond, uncond, plan.guidance)

@@ -8,6 +8,7 @@ from ldm_cli import __version__
 from ldm_cli.files.hashing import sha256_files
 from ldm_cli.files.metadata import A1111_KEY, FORMAT_VERSION, JSON_KEY, a1111_parameters, library_versions
 from ldm_cli.models.loading import Components
+from ldm_cli.pipeline.network_record import a1111_network_fields, a1111_prompt
 from ldm_cli.pipeline.schedulers import spec_for
 
 
@@ -29,10 +30,11 @@ def png_text(record: dict) -> dict[str, str]:
         "Model hash": model_hash[:10],
         "Model": record["model"]["name"],
         "Denoising strength": (record.get("img2img") or {}).get("strength"),
+        **a1111_network_fields(record.get("networks")),
         "Version": f"ldm {__version__}",
     }
     return {
-        A1111_KEY: a1111_parameters(record["prompt"], s["negative_prompt"], fields),
+        A1111_KEY: a1111_parameters(a1111_prompt(record["prompt"], record.get("networks")), s["negative_prompt"], fields),
         JSON_KEY: json.dumps(record, sort_keys=True),
     }
 

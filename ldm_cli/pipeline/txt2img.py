@@ -25,8 +25,9 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_model(settings: GenerateSettings) -> tuple[Components, str, object, float]:
-    """Resolve device and dtype, load the components; returns them with the load time."""
+def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[Components, str, object, float]:
+    """Resolve device and dtype, load the components, install embeddings and merge LoRAs (default:
+    settings.loras); returns them with the load time."""
     m = settings.model
     source = resolve_source(m.model, m.revision)
     device = resolve_device(m.device)
@@ -39,10 +40,15 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
     components = load_components(
         source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
     )
-    if settings.loras:  # merged into the weights after loading, in the order given
-        from ldm_cli.models.lora import apply_loras, parse_lora_arg
+    if embeddings:
+        from ldm_cli.models.embeddings import install
 
-        apply_loras(components.unet, components.text_encoder, [parse_lora_arg(v) for v in settings.loras])
+        install(components.tokenizer, components.text_encoder, list(embeddings))
+    from ldm_cli.models.lora import apply_loras, parse_lora_arg
+
+    loras = [parse_lora_arg(v) for v in settings.loras] if loras is None else loras
+    if loras:  # merged into the weights after loading, in the order given
+        apply_loras(components.unet, components.text_encoder, loras)
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
     return components, device, dtype, time.perf_counter() - started
 
@@ -61,9 +67,9 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
     )
 
 
-def warn_truncation(components: Components, prompts) -> None:
+def warn_truncation(components: Components, prompts, text_for_clip=lambda text: text) -> None:
     for prompt in {*prompts}:
-        dropped = dropped_words(components.tokenizer, prompt)
+        dropped = dropped_words(components.tokenizer, text_for_clip(prompt))
         if dropped:
             limit = components.tokenizer.model_max_length
             say(f"warning: prompt longer than {limit} tokens; these words were dropped: {dropped!r}")
@@ -78,33 +84,58 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
 
 def run(settings: GenerateSettings) -> list[dict]:
     """Generate every requested image; returns one summary dict per image written."""
-    init = img2img.load_init(settings)  # None for text-to-image; the init file is checked before the model loads
-    components, device, dtype, load_seconds = load_model(settings)
-    plan = img2img.fit_plan(resolve_plan(settings, components), init)
-    warn_truncation(components, settings.prompts + (settings.negative_prompt,))
-    warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
-    if warning:
-        say(warning)
-    hashes = component_hashes(components)
-    text_to_image = img2img.make_generator(components, device, dtype, init, hashes.get("vae") or hashes.get("checkpoint"))
-    preview_map = None
-    if settings.save_intermediates and settings.intermediates_mode == "preview":
-        from ldm_cli.pipeline.latents import fit_preview_map
+    from ldm_cli.pipeline.networks import plan_networks
+    from ldm_cli.pipeline.network_record import networks_record
 
-        preview_map = fit_preview_map(components.vae)
+    init = img2img.load_init(settings)  # None for text-to-image; the init file is checked before the model loads
+    networks = plan_networks(settings)  # LoRAs and embeddings named by flags and prompts; no model yet
+    for warning in networks.warnings:
+        say(warning)
     base_seed = settings.seed if settings.seed is not None else secrets.randbelow(2**32)
-    if settings.seed is None:
-        say(f"seed {base_seed} (random)")
-    summaries = []
     jobs = [(prompt, base_seed + i) for prompt in settings.prompts for i in range(settings.num_images)]
-    for number, (prompt, seed) in enumerate(jobs, start=1):
-        summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
-        summary["timings"]["model_load_s"] = round(load_seconds, 3)
-        if init is not None:
-            summary["img2img"] = init.record()
-        _write_and_report(settings, components, plan, hashes, device, dtype, summary)
-        summaries.append(summary)
+    groups = networks.groups(jobs)
+    summaries, number = [], 0
+    for index, (loras, group_jobs) in enumerate(groups):
+        if index:
+            say(f"next prompts use another LoRA set ({index + 1} of {len(groups)}): loading the model afresh")
+        components, device, dtype, load_seconds = load_model(settings, [u.spec for u in loras], networks.embeddings)
+        plan = img2img.fit_plan(resolve_plan(settings, components), init)
+        if index == 0:
+            _check_recorded_model(settings, components)
+            warn_truncation(components, settings.prompts + (settings.negative_prompt,), networks.clip_text)
+            warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
+            if warning:
+                say(warning)
+            if settings.seed is None:
+                say(f"seed {base_seed} (random)")
+        hashes = component_hashes(components)
+        text_to_image = img2img.make_generator(components, device, dtype, init, hashes.get("vae") or hashes.get("checkpoint"))
+        text_to_image.text_for_clip = networks.clip_text
+        preview_map = None
+        if settings.save_intermediates and settings.intermediates_mode == "preview":
+            from ldm_cli.pipeline.latents import fit_preview_map
+
+            preview_map = fit_preview_map(components.vae)
+        for prompt, seed in group_jobs:
+            number += 1
+            summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
+            summary["timings"]["model_load_s"] = round(load_seconds, 3)
+            if init is not None:
+                summary["img2img"] = init.record()
+            summary["networks"] = networks_record(networks, prompt, settings.negative_prompt)
+            _write_and_report(settings, components, plan, hashes, device, dtype, summary)
+            summaries.append(summary)
+        components = text_to_image = None  # let this set's weights go before the next set loads
     return summaries
+
+
+def _check_recorded_model(settings: GenerateSettings, components: Components) -> None:
+    """--from an image made with another model: say so, naming both hashes."""
+    from ldm_cli.pipeline.replay import model_mismatch
+
+    message = model_mismatch(getattr(settings, "recorded_model_hash", None), components)
+    if message:
+        say(message)
 
 
 def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map) -> dict:
@@ -144,10 +175,13 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     resolved = {**asdict(plan), "num_images": settings.num_images}
     if settings.loras:
         resolved["loras"] = list(settings.loras)
+    networks = summary.pop("networks", None)
+    extra = {"img2img": summary["img2img"]} if "img2img" in summary else {}
+    if networks:
+        extra["networks"] = networks
     record = build_record(
         prompt=result.prompt, seed=result.seed, settings=resolved, components=components, hashes=hashes,
-        device=device, dtype=dtype_name(dtype), timings=summary["timings"],
-        extra={"img2img": summary["img2img"]} if "img2img" in summary else None,
+        device=device, dtype=dtype_name(dtype), timings=summary["timings"], extra=extra or None,
     )
     path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
