@@ -27,12 +27,13 @@ PICKLE_SUFFIXES = (".pt", ".bin")
 FAMILY_BY_WIDTH = {768: "SD1.x", 1024: "SD2.x", 1280: "SDXL (clip_g)"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Embedding:
     path: Path
-    token: str
+    token: str  # the word prompts use
     vectors: object  # torch.Tensor [n, D]
     source: str = "flag"  # "flag" (--embedding) or "dir" (named in a prompt, found in --embeddings-dir)
+    installed: str | None = None  # the tokenizer entry, when `token` itself is a CLIP word piece ("style")
 
     @property
     def count(self) -> int:
@@ -40,7 +41,9 @@ class Embedding:
 
     @property
     def tokens(self) -> list[str]:
-        return [self.token] + [f"{self.token}_{i}" for i in range(1, self.count)]
+        """The tokenizer entries: BASE, BASE_1, ..., BASE_{n-1} (BASE = the token unless it is a word piece)."""
+        base = self.installed or self.token
+        return [base] + [f"{base}_{i}" for i in range(1, self.count)]
 
 
 def parse_embedding_arg(value: str, allow_pickle: bool) -> tuple[Path, str | None]:
@@ -149,13 +152,16 @@ def install(tokenizer, text_encoder, embeddings: list[Embedding]) -> None:
     width = table.weight.shape[1]
     vocab = tokenizer.get_vocab()
     seen: set[str] = set()
-    for embedding in embeddings:
+    for number, embedding in enumerate(embeddings):
         check_width(embedding, width)
-        for token in embedding.tokens:
-            if token in vocab or token.lower() in seen:
-                raise ModelError(f"{embedding.path}: its token {token!r} is already a word of the tokenizer or of another "
-                                 "embedding; pick another with --embedding FILE:TOKEN")
-            seen.add(token.lower())
+        if embedding.token.lower() in seen:
+            raise ModelError(f"{embedding.path}: its token {embedding.token!r} is also another embedding's; "
+                             "pick another with --embedding FILE:TOKEN")
+        seen.add(embedding.token.lower())
+        # A token that is already a CLIP word piece cannot be added (it would overwrite that word's row):
+        # it is entered under a private name, and prompts are rewritten to it (A1111 matches such names too).
+        taken = any(t.lower() in vocab or t in vocab for t in [embedding.token] + [f"{embedding.token}_{i}" for i in range(1, embedding.count)])
+        embedding.installed = f"<ldm-ti-{number}>" if taken else None
     tokens = [t for e in embeddings for t in e.tokens]
     tokenizer.add_tokens([AddedToken(t, single_word=True) for t in tokens])
     text_encoder.resize_token_embeddings(len(tokenizer))
@@ -171,10 +177,12 @@ def word_pattern(word: str) -> re.Pattern:
 
 
 def expand_prompt(prompt: str, embeddings: list[Embedding]) -> str:
-    """Each multi-vector TOKEN becomes 'TOKEN TOKEN_1 ... TOKEN_{n-1}' (diffusers' maybe_convert_prompt)."""
+    """Each multi-vector TOKEN becomes 'TOKEN TOKEN_1 ... TOKEN_{n-1}' (diffusers' maybe_convert_prompt);
+    a token entered under a private name is replaced by it."""
     for embedding in embeddings:
-        if embedding.count > 1:
-            prompt = word_pattern(embedding.token).sub(lambda m: " ".join([m.group(0), *embedding.tokens[1:]]), prompt)
+        if embedding.count > 1 or embedding.installed:
+            first = (lambda m: m.group(0)) if not embedding.installed else (lambda m: embedding.installed)
+            prompt = word_pattern(embedding.token).sub(lambda m: " ".join([first(m), *embedding.tokens[1:]]), prompt)
     return prompt
 
 
