@@ -27,8 +27,8 @@ FOOOCUS_SAMPLERS = {
 }
 NO_KARRAS = {"euler", "euler_ancestral", "heun", "dpm_fast", "dpm_adaptive", "ddim", "uni_pc"}
 # Fooocus settings that change the picture and that ldm does not reproduce.
-FOOOCUS_UNREPLAYED = ("styles", "performance", "sharpness", "adm_guidance", "refiner_model", "refiner_switch",
-                      "freeu", "adaptive_cfg", "overwrite_switch", "refiner_swap_method", "vae")
+FOOOCUS_UNREPLAYED = ("styles", "sharpness", "adm_guidance", "refiner_model", "freeu", "adaptive_cfg", "vae")
+_NOTHING = (None, "", "None", "[]", [], "Disabled", "Default (model)", False)
 
 
 def decode_user_comment(value) -> str | None:
@@ -103,7 +103,7 @@ def fooocus_unreplayed(data: dict) -> list[str]:
     out = []
     for key in FOOOCUS_UNREPLAYED:
         value = data.get(key)
-        if value in (None, "", "None", "[]", [], "Disabled") or (key == "sharpness" and str(value) == "0.0"):
+        if value in _NOTHING or (key == "sharpness" and str(value) in ("0", "0.0")):
             continue
         out.append(key)
     return out
