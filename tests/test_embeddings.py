@@ -165,3 +165,25 @@ def test_embeddings_dir_defaults_to_the_environment(ldm, tiny_model, files, tmp_
     result = ldm("generate", "an a1111 cat", "--model", tiny_model, "--steps", "1", "--out", "env.png")
     assert result.code == 0, result.stderr
     assert "TI hashes" in Image.open(tmp_path / "env.png").text["parameters"]
+
+
+def test_from_reapplies_embeddings_and_names_those_it_cannot_find(ldm, tiny_model, files, tmp_path):
+    common = ("--model", tiny_model, "--steps", "2", "--seed", "3")
+    assert ldm("generate", "a photo of mystyle", *common, "--embedding", f"{files['a1111']}:mystyle", "--out", "e.png").code == 0
+    again = ldm("generate", "--from", "e.png", "--out", "again.png")
+    assert again.code == 0 and "warning" not in again.stderr, again.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "e.png")), np.asarray(Image.open(tmp_path / "again.png")))
+    files["a1111"].rename(tmp_path / "elsewhere.safetensors")
+    lost = ldm("generate", "--from", "e.png", "--out", "lost.png")
+    assert lost.code == 0 and "embeddings it used cannot be found" in lost.stderr and "mystyle" in lost.stderr
+
+
+def test_from_an_a1111_png_names_embeddings_it_cannot_find(ldm, tiny_model, tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nNegative prompt: easynegative\nSteps: 1, Sampler: Euler, CFG scale: 7, Seed: 1, "
+                                'Size: 64x64, TI hashes: "easynegative: c74b4e810b03"')
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "theirs.png", pnginfo=info)
+    result = ldm("generate", "--from", "theirs.png", "--model", tiny_model, "--out", "x.png")
+    assert result.code == 0 and "easynegative" in result.stderr and "TI hashes" in result.stderr

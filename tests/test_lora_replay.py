@@ -163,3 +163,11 @@ def test_from_warns_when_the_recorded_model_hash_differs(ldm, tiny_model, tmp_pa
     assert ours in lines[0]
     same = ldm("generate", "--from", "x.png", "--out", "y.png")
     assert same.code == 0 and "Model hash" not in same.stderr
+
+
+def test_from_an_image_made_with_a_tag_finds_the_lora_by_its_recorded_path(ldm, tiny_model, lora_file, tmp_path):
+    made = ldm("generate", "a cat <lora:style:0.7>", "--model", tiny_model, *ARGS, "--lora-dir", lora_file.parent, "--out", "t.png")
+    assert made.code == 0, made.stderr
+    result = ldm("generate", "--from", "t.png", "--out", "again.png")  # no --lora-dir this time
+    assert result.code == 0 and "warning" not in result.stderr, result.stderr
+    assert np.array_equal(_pixels(tmp_path / "again.png"), _pixels(tmp_path / "t.png"))

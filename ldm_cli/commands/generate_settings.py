@@ -18,7 +18,7 @@ def build_settings(args: dict) -> GenerateSettings:
     """Precedence: explicit flag > value recorded in --from image > default."""
     values = dict(DEFAULTS)
     if args["from_image"] is not None:
-        values.update(settings_from_image(args["from_image"], args.get("lora_dir")))
+        values.update(settings_from_image(args["from_image"], args.get("lora_dir"), args.get("embeddings_dir")))
     explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
     if args["dim"] is not None:
         explicit.setdefault("height", args["dim"])
@@ -52,9 +52,10 @@ def build_settings(args: dict) -> GenerateSettings:
         ),
         dry_run=args.get("dry_run", False),
         lora_dirs=tuple(args.get("lora_dir") or ()),
-        embeddings=tuple(args.get("embedding") or ()),
+        embeddings=tuple(args.get("embedding") or values.get("embeddings") or ()),
         embeddings_dirs=tuple(args.get("embeddings_dir") or ()),
         recorded_model_hash=values.get("recorded_model_hash"),
+        recorded_tag_loras=tuple(values.get("recorded_tag_loras", {}).items()),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -118,9 +119,10 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def settings_from_image(path: Path, lora_dirs=None) -> dict:
+def settings_from_image(path: Path, lora_dirs=None, embedding_dirs=None) -> dict:
     """The settings an ldm PNG recorded; an A1111 infotext (PNG chunk, JPEG/WebP EXIF) or a Fooocus record works too."""
     from ldm_cli.files.metadata import parse_a1111, read_png_metadata
+    from ldm_cli.pipeline.replay import networks_from_record, warn_missing_a1111_embeddings
 
     try:
         chunks = read_png_metadata(path)
@@ -136,7 +138,7 @@ def settings_from_image(path: Path, lora_dirs=None) -> dict:
             "steps": s["steps"], "guidance": s["guidance"], "height": s["height"], "width": s["width"],
             "scheduler": s["scheduler"], "model": record["model"]["spec"], "revision": record["model"].get("revision"),
             **_img2img_from_record(record.get("img2img")),
-            **_loras_from_record(record, path, lora_dirs),
+            **networks_from_record(record, path, lora_dirs, embedding_dirs, _warn),
         }
     if chunks["parameters"]:
         if chunks.get("fooocus") is not None:
@@ -149,22 +151,9 @@ def settings_from_image(path: Path, lora_dirs=None) -> dict:
         values = _from_a1111(parsed)
         if parsed["fields"].get("Model hash"):
             values["recorded_model_hash"] = parsed["fields"]["Model hash"]
+        warn_missing_a1111_embeddings(parsed["fields"], path, embedding_dirs, _warn)
         return values
     raise UsageError(f"--from {path}: the PNG has no ldm or A1111 generation metadata")
-
-
-def _loras_from_record(record: dict, path: Path, lora_dirs) -> dict:
-    """--lora values the record used (recorded path, else by name in --lora-dir), and its model hash."""
-    from ldm_cli.models import network_files
-    from ldm_cli.pipeline.replay import recorded_loras
-
-    folders = network_files.folders("--lora-dir", lora_dirs, network_files.LORA_DIR_ENV)
-    found, missing = recorded_loras(record, folders)
-    if missing:
-        _warn(f"warning: --from {path}: LoRAs it used cannot be found (not at their recorded path, not in "
-              f"--lora-dir/${network_files.LORA_DIR_ENV}): {', '.join(missing)}; the picture will differ")
-    hashes = record["model"].get("hashes") or {}
-    return {"loras": found, "recorded_model_hash": hashes.get("checkpoint") or hashes.get("unet")}
 
 
 def _img2img_from_record(img2img: dict | None) -> dict:

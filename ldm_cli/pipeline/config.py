@@ -55,6 +55,7 @@ class GenerateSettings:
     embeddings: tuple[str, ...] = ()  # --embedding FILE[:TOKEN], installed after loading
     embeddings_dirs: tuple[Path, ...] = ()  # embeddings named in a prompt; () -> $LDM_EMBEDDINGS_DIR
     recorded_model_hash: str | None = None  # --from: the model hash the image records (warned about if it differs)
+    recorded_tag_loras: tuple[tuple[str, str], ...] = ()  # --from: (tag name, file) its <lora:> tags resolved to
 
     def to_record(self) -> dict:
         record = asdict(self)

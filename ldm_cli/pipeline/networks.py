@@ -73,6 +73,8 @@ def plan_networks(settings) -> NetworkPlan:
     plan.flag_loras = tuple(_flag_lora(v) for v in settings.loras)
     lora_dirs = network_files.folders("--lora-dir", getattr(settings, "lora_dirs", ()), network_files.LORA_DIR_ENV)
     lora_files = network_files.index(lora_dirs, network_files.LORA_SUFFIXES)
+    # --from an ldm image: its tags first find the files they found then, where those still exist
+    lora_files.update({name: Path(path) for name, path in getattr(settings, "recorded_tag_loras", ())})
     missing, foreign, negative_loras = [], [], []
     for prompt in dict.fromkeys(settings.prompts):
         uses = []
