@@ -215,6 +215,13 @@ def _report(path: Path, what: str, family: str | None = None, details: dict | No
             "usable": usable, "use": use}
 
 
+HASH_LABELS = {
+    "sha256": "SHA-256", "unet_sha256": "UNet SHA-256", "a1111_model_hash": "A1111 Model hash",
+    "a1111_old_model_hash": "A1111 old model hash", "a1111_vae_hash": "A1111 VAE hash",
+    "a1111_lora_hash": "A1111 Lora hash", "a1111_ti_hash": "A1111 TI hash",
+}
+
+
 def render(report: dict) -> str:
     """The report as a few lines of text."""
     family = f", {report['family']}" if report["family"] else ""
@@ -223,6 +230,6 @@ def render(report: dict) -> str:
         if value not in (None, "", [], {}):
             lines.append(f"  {key.replace('_', ' ')}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
     for key, value in report["hashes"].items():
-        lines.append(f"  {key.replace('_', ' ')}: {value}")
+        lines.append(f"  {HASH_LABELS.get(key, key)}: {value}")
     lines.append(f"  use: {report['use']}" if report["usable"] else f"  {report['use']}")
     return "\n".join(lines)
