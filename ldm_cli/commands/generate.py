@@ -108,13 +108,13 @@ def generate(
         bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
     ] = False,
     lora_dir: Annotated[
-        Optional[list[Path]], typer.Option("--lora-dir", help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors; repeatable [default: $LDM_LORA_DIR].")
+        Optional[list[Path]], typer.Option("--lora-dir", metavar="DIR", help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors; repeatable [default: $LDM_LORA_DIR].")
     ] = None,
     embedding: Annotated[
-        Optional[list[str]], typer.Option("--embedding", help="Textual-inversion embedding FILE or FILE:TOKEN (token default: the file's stem); repeatable.")
+        Optional[list[str]], typer.Option("--embedding", metavar="FILE[:TOKEN]", help="Textual-inversion embedding FILE or FILE:TOKEN (token default: the file's stem); repeatable.")
     ] = None,
     embeddings_dir: Annotated[
-        Optional[list[Path]], typer.Option("--embeddings-dir", help="Folder of embeddings; those whose file stem is a word of the prompt are loaded [default: $LDM_EMBEDDINGS_DIR].")
+        Optional[list[Path]], typer.Option("--embeddings-dir", metavar="DIR", help="Folder of embeddings; those whose file stem is a word of the prompt are loaded [default: $LDM_EMBEDDINGS_DIR].")
     ] = None,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
