@@ -53,3 +53,12 @@ def test_generated_png_through_the_cli(ldm, tiny_model, tmp_path):
         os.umask(old)
     assert result.code == 0, result.stderr
     assert _mode(tmp_path / "o.png") == 0o644
+
+
+def test_training_checkpoint_files_get_the_normal_mode(tmp_path, umask):
+    from ldm_cli.training.checkpoints import save_checkpoint
+
+    folder = save_checkpoint(tmp_path, 1, {"trainable": {"w": torch.zeros(2)}}, {"optimizer": {"lr": 1}}, {"step": 1}, keep=2)
+    for path in folder.iterdir():
+        assert _mode(path) == 0o666 & ~umask, path.name
+    assert _mode(folder) == 0o777 & ~umask
