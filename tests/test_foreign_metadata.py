@@ -112,3 +112,21 @@ def test_fooocus_in_a1111_scheme_is_plain_a1111(tmp_path):
     info.add_text("fooocus_scheme", "a1111")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "f.png", pnginfo=info)
     assert read_png_metadata(tmp_path / "f.png") == {"ldm": None, "parameters": INFOTEXT, "fooocus": None}
+
+
+def _piexif_style_exif(text: str) -> bytes:
+    """The EXIF block piexif.dump writes for {"Exif": {UserComment: ...}}: big-endian TIFF, IFD0 with
+    an ExifIFD pointer, the Exif IFD with one UNDEFINED UserComment (built by hand: piexif is not a dependency)."""
+    import struct
+
+    comment = b"UNICODE\0" + text.encode("utf-16-be")
+    ifd0 = struct.pack(">H", 1) + struct.pack(">HHII", 0x8769, 4, 1, 26) + struct.pack(">I", 0)
+    exif_ifd = struct.pack(">H", 1) + struct.pack(">HHII", 0x9286, 7, len(comment), 44) + struct.pack(">I", 0)
+    tiff = b"MM\0*" + struct.pack(">I", 8) + ifd0 + exif_ifd + comment
+    assert len(b"MM\0*" + struct.pack(">I", 8) + ifd0) == 26 and len(tiff) - len(comment) == 44
+    return b"Exif\0\0" + tiff
+
+
+def test_a_big_endian_exif_block_as_piexif_writes_it(tmp_path):
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "p.jpg", exif=_piexif_style_exif(INFOTEXT))
+    assert read_png_metadata(tmp_path / "p.jpg")["parameters"] == INFOTEXT

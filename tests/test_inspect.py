@@ -160,3 +160,19 @@ def test_info_on_a_model_file_points_to_inspect(ldm, tmp_path):
     path = _checkpoint(tmp_path / "model.safetensors")
     result = ldm("info", path)
     assert result.code == 1 and "ldm inspect" in result.stderr
+
+
+@pytest.mark.parametrize("change, family, usable, words", [
+    ({"in_channels": 9}, "SD1-family", True, "--mask"),
+    ({"cross_attention_dim": 1024}, "SD2.x", False, "SD2.x is not supported"),
+    ({"cross_attention_dim": 2048, "addition_embed_type": "text_time"}, "SDXL", False, "SDXL is not supported"),
+])
+def test_diffusers_folders_of_other_kinds(ldm, tiny_model, tmp_path, change, family, usable, words):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, **change}))
+    report = _inspect(ldm, folder)
+    assert report["family"].startswith(family) and report["usable"] is usable and words in report["use"]
