@@ -2,9 +2,10 @@
 
   Model hash   first 10 hex of the SHA-256 of the whole checkpoint file (A1111 >= 1.0)
   old hash     8 hex: SHA-256 of 64 KiB read at offset 1 MiB (A1111 before 2023, `model_hash`)
-  Lora hashes  first 12 hex of the "addnet" hash: SHA-256 of a .safetensors file's tensor payload,
-               i.e. everything after the 8-byte header length and the JSON header (kohya's
-               sd-scripts hash, A1111 modules/hashes.py addnet_hash_safetensors); other files: the whole file
+  Lora hashes  first 12 hex of kohya's `sshs_model_hash` metadata when the file has it, else of the
+               "addnet" hash: SHA-256 of a .safetensors file's tensor payload, i.e. everything after
+               the 8-byte header length and the JSON header (kohya's sd-scripts hash, A1111
+               modules/hashes.py addnet_hash_safetensors); other files: SHA-256 of the whole file
   TI hashes    first 12 hex of the SHA-256 of the whole embedding file
 """
 
@@ -39,7 +40,24 @@ def addnet_sha256(path: Path) -> str:
 
 
 def lora_short_hash(path: Path) -> str:
-    return addnet_sha256(path)[:12]
+    """What A1111 writes in `Lora hashes`: kohya's recorded `sshs_model_hash` when the file has one, else
+    the addnet hash, 12 hex digits (A1111 extensions-builtin/Lora/network.py NetworkOnDisk)."""
+    recorded = _safetensors_metadata(path).get("sshs_model_hash")
+    return (recorded or addnet_sha256(path))[:12]
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    if Path(path).suffix != ".safetensors":
+        return {}
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(min(length, 100 << 20)))
+        return dict(header.get("__metadata__") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def embedding_short_hash(path: Path) -> str:

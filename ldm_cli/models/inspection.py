@@ -76,7 +76,7 @@ def _classify(path: Path, shapes: dict, metadata: dict, hashes: dict) -> dict:
             k.removeprefix("first_stage_model.") for k in keys} else "diffusers"}, hashes, True, f"--vae {path}")
     lora = key_kinds.lora_facts(shapes, _alphas(path, keys), metadata)
     if lora is not None:
-        hashes["a1111_lora_hash"] = a1111_hashes.addnet_sha256(path)[:12]
+        hashes["a1111_lora_hash"] = a1111_hashes.lora_short_hash(path)
         usable = lora["family"] not in ("SD2.x", "SDXL")
         use = (f"--lora {path}:0.8, or <lora:{path.stem}:0.8> in a prompt with --lora-dir {path.parent}" if usable
                else f"refused: a LoRA for {lora['family']}; ldm runs SD1.x models")

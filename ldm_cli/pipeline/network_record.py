@@ -4,7 +4,7 @@ its default LoRA), `Lora hashes: "NAME: <12 hex addnet hash>"` and `TI hashes: "
 
 from __future__ import annotations
 
-from ldm_cli.files.a1111_hashes import addnet_sha256, hashes_field
+from ldm_cli.files.a1111_hashes import hashes_field, lora_short_hash
 from ldm_cli.files.hashing import sha256_file
 from ldm_cli.pipeline.prompt_tags import format_lora_tag
 
@@ -13,7 +13,7 @@ def networks_record(plan, prompt: str, negative_prompt: str) -> dict | None:
     """The `networks` entry of one image's JSON record (None when it used none)."""
     loras = [
         {"path": str(u.path.resolve()), "name": u.name, "scale": u.scale, "source": u.source,
-         "sha256": sha256_file(u.path), "a1111_hash": addnet_sha256(u.path)[:12]}
+         "sha256": sha256_file(u.path), "a1111_hash": lora_short_hash(u.path)}
         for u in plan.loras_for(prompt)
     ]
     embeddings = [
