@@ -171,3 +171,10 @@ def test_from_an_image_made_with_a_tag_finds_the_lora_by_its_recorded_path(ldm, 
     result = ldm("generate", "--from", "t.png", "--out", "again.png")  # no --lora-dir this time
     assert result.code == 0 and "warning" not in result.stderr, result.stderr
     assert np.array_equal(_pixels(tmp_path / "again.png"), _pixels(tmp_path / "t.png"))
+
+
+def test_a_stale_lora_dir_variable_does_not_stop_plain_runs(ldm, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LDM_LORA_DIR", str(tmp_path / "gone"))
+    assert ldm("generate", "a cat", "--model", tiny_model, "--steps", "1").code == 0
+    result = ldm("generate", "a cat <lora:style>", "--model", tiny_model, "--steps", "1")
+    assert result.code == 0 and "$LDM_LORA_DIR names no folder" in result.stderr and "style" in result.stderr

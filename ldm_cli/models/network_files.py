@@ -15,14 +15,15 @@ EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
 def folders(flag: str, given, env: str) -> tuple[Path, ...]:
-    """The folders from the flag (repeatable), else from the environment variable (os.pathsep-separated)."""
-    if given:
-        found, origin = [Path(p).expanduser() for p in given], flag
-    else:
-        found, origin = [Path(p).expanduser() for p in os.environ.get(env, "").split(os.pathsep) if p.strip()], f"${env}"
+    """The folders from the flag (repeatable), else from the environment variable (os.pathsep-separated).
+    A flag naming no folder is an error; a stale environment entry is skipped (it may be set for every run)."""
+    if not given:
+        found = [Path(p).expanduser() for p in os.environ.get(env, "").split(os.pathsep) if p.strip()]
+        return tuple(folder for folder in found if folder.is_dir())
+    found = [Path(p).expanduser() for p in given]
     for folder in found:
         if not folder.is_dir():
-            raise UsageError(f"{origin} {folder}: no such folder; pass a folder of files named after what prompts call them")
+            raise UsageError(f"{flag} {folder}: no such folder; pass a folder of files named after what prompts call them")
     return tuple(found)
 
 

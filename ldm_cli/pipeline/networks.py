@@ -95,7 +95,7 @@ def plan_networks(settings) -> NetworkPlan:
         plan.prompt_loras[prompt] = tuple(uses)
     negative_loras = [t.text for t in extract_network_tags(settings.negative_prompt or "")[1]]
     if missing:
-        where = ", ".join(map(str, lora_dirs)) if lora_dirs else f"no --lora-dir given and ${network_files.LORA_DIR_ENV} is not set"
+        where = ", ".join(map(str, lora_dirs)) if lora_dirs else f"no --lora-dir given and ${network_files.LORA_DIR_ENV} names no folder"
         plan.warnings.append(f"warning: LoRAs named in the prompt were not found ({where}): {', '.join(dict.fromkeys(missing))}; "
                              "they are left out (pass --lora-dir DIR, the folder of NAME.safetensors)")
     if foreign:
