@@ -105,6 +105,7 @@ def test_loras_of_each_kind(ldm, tmp_path):
     kohya = _inspect(ldm, tmp_path / "kohya.safetensors")
     assert kohya["details"]["rank"] == [8] and kohya["details"]["alpha"] == [4.0]
     assert kohya["details"]["unet_modules"] == 1 and kohya["details"]["text_encoder_modules"] == 1
+    assert kohya["details"]["targets"] == ["q_proj", "to_k"]
     assert "<lora:kohya:0.8>" in kohya["use"] and "--lora" in kohya["use"]
 
 

@@ -91,7 +91,24 @@ def lora_facts(shapes: dict[str, list[int]], alphas: dict[str, float], metadata:
         "kind": kinds[0] + (" + DoRA (dora_scale)" if any("dora_scale" in k for k in keys) else ""),
         "family": family, "rank": ranks, "alpha": alpha_values,
         "unet_modules": len(unet), "text_encoder_modules": len(te),
+        "targets": sorted({_layer(m) for m in modules}),
     }
+
+
+_LAYERS = re.compile(r"(to_q|to_k|to_v|to_out[._]0|proj_in|proj_out|ff[._]net[._]0[._]proj|ff[._]net[._]2|q_proj|k_proj|"
+                     r"v_proj|out_proj|fc1|fc2|conv_shortcut|time_emb_proj|conv1|conv2|conv_in|conv_out|conv|"
+                     r"downsamplers[._]0[._]conv|upsamplers[._]0[._]conv)$")
+_DOTTED = {"to_out_0": "to_out.0", "ff_net_0_proj": "ff.net.0.proj", "ff_net_2": "ff.net.2",
+           "downsamplers_0_conv": "downsamplers.0.conv", "upsamplers_0_conv": "upsamplers.0.conv"}
+
+
+def _layer(module: str) -> str:
+    """The layer a LoRA module adapts, e.g. 'to_k', 'ff.net.0.proj', 'q_proj' (kohya and dotted names)."""
+    match = _LAYERS.search(module)
+    if not match:
+        return module.rsplit(".", 1)[-1].rsplit("_", 1)[-1]
+    flat = match.group(1).replace(".", "_")
+    return _DOTTED.get(flat, flat)
 
 
 def _family_from_metadata(metadata: dict) -> str | None:
