@@ -178,3 +178,16 @@ def test_a_stale_lora_dir_variable_does_not_stop_plain_runs(ldm, tiny_model, tmp
     assert ldm("generate", "a cat", "--model", tiny_model, "--steps", "1").code == 0
     result = ldm("generate", "a cat <lora:style>", "--model", tiny_model, "--steps", "1")
     assert result.code == 0 and "$LDM_LORA_DIR names no folder" in result.stderr and "style" in result.stderr
+
+
+def test_tags_ldm_cannot_honour_are_each_named(lora_file):
+    from ldm_cli.pipeline.config import GenerateSettings
+    from ldm_cli.pipeline.networks import plan_networks
+
+    settings = GenerateSettings(prompts=("a <lora:style:0.5:0.2> <hypernet:h:1> <lora:style:1:dyn=4> cat",),
+                                negative_prompt="<lora:style:1> ugly", lora_dirs=(lora_file.parent,))
+    plan = plan_networks(settings)
+    assert [(u.name, u.scale) for u in plan.loras_for(settings.prompts[0])] == [("style", 0.5), ("style", 1.0)]
+    text = "\n".join(plan.warnings)
+    assert "separate UNet weight" in text and "dyn" in text and "<hypernet:h:1>" in text and "negative prompt" in text
+    assert plan.clip_text(settings.prompts[0]) == "a    cat"

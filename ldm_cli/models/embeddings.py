@@ -27,7 +27,7 @@ PICKLE_SUFFIXES = (".pt", ".bin")
 FAMILY_BY_WIDTH = {768: "SD1.x", 1024: "SD2.x", 1280: "SDXL (clip_g)"}
 
 
-@dataclass
+@dataclass(eq=False)  # holds a tensor: compared by identity
 class Embedding:
     path: Path
     token: str  # the word prompts use

@@ -69,43 +69,53 @@ def check_prompt_tags(prompts, negative_prompt: str) -> None:
 
 def plan_networks(settings) -> NetworkPlan:
     """Resolve every LoRA and embedding the run uses (file lookups and small reads; no model)."""
-    plan = NetworkPlan()
-    plan.flag_loras = tuple(_flag_lora(v) for v in settings.loras)
+    plan = NetworkPlan(flag_loras=tuple(_flag_lora(v) for v in settings.loras))
     lora_dirs = network_files.folders("--lora-dir", getattr(settings, "lora_dirs", ()), network_files.LORA_DIR_ENV)
     lora_files = network_files.index(lora_dirs, network_files.LORA_SUFFIXES)
     # --from an ldm image: its tags first find the files they found then, where those still exist
     lora_files.update({name: Path(path) for name, path in getattr(settings, "recorded_tag_loras", ())})
-    missing, foreign, negative_loras = [], [], []
+    missing, foreign = [], []
     for prompt in dict.fromkeys(settings.prompts):
-        uses = []
-        for tag in extract_network_tags(prompt)[1]:
-            if not tag.is_lora:
-                foreign.append(tag.text)
-                continue
-            path = network_files.lookup(tag.name, lora_files)
-            if path is None:
-                missing.append(tag.name)
-                continue
-            if tag.unet_weight is not None and tag.unet_weight != tag.weight:
-                plan.warnings.append(f"warning: {tag.text}: a separate UNet weight is not supported; "
-                                     f"{tag.weight:g} is used for the text encoder and the UNet")
-            if tag.dyn is not None:
-                plan.warnings.append(f"warning: {tag.text}: dyn (rank cut-off) is not supported; the full rank is used")
-            uses.append(LoraUse(path, tag.weight, tag.name, "prompt"))
-        plan.prompt_loras[prompt] = tuple(uses)
-    negative_loras = [t.text for t in extract_network_tags(settings.negative_prompt or "")[1]]
-    if missing:
-        where = ", ".join(map(str, lora_dirs)) if lora_dirs else f"no --lora-dir given and ${network_files.LORA_DIR_ENV} names no folder"
-        plan.warnings.append(f"warning: LoRAs named in the prompt were not found ({where}): {', '.join(dict.fromkeys(missing))}; "
-                             "they are left out (pass --lora-dir DIR, the folder of NAME.safetensors)")
-    if foreign:
-        plan.warnings.append(f"warning: ldm applies only <lora:...> and <lyco:...> tags; removed from the prompt and not "
-                             f"applied: {' '.join(dict.fromkeys(foreign))}")
-    if negative_loras:
-        plan.warnings.append(f"warning: network tags in the negative prompt are removed and not applied (as in A1111): "
-                             f"{' '.join(negative_loras)}")
+        plan.prompt_loras[prompt] = _tag_loras(prompt, lora_files, missing, foreign, plan.warnings)
+    negative = [t.text for t in extract_network_tags(settings.negative_prompt or "")[1]]
+    plan.warnings += _unresolved(missing, foreign, negative, lora_dirs)
     plan.embeddings = _embeddings(settings)
     return plan
+
+
+def _tag_loras(prompt: str, lora_files: dict, missing: list, foreign: list, warnings: list) -> tuple[LoraUse, ...]:
+    """The LoRAs a prompt's tags name, found in `lora_files`; the rest go to `missing` / `foreign`."""
+    uses = []
+    for tag in extract_network_tags(prompt)[1]:
+        if not tag.is_lora:
+            foreign.append(tag.text)
+            continue
+        path = network_files.lookup(tag.name, lora_files)
+        if path is None:
+            missing.append(tag.name)
+            continue
+        if tag.unet_weight is not None and tag.unet_weight != tag.weight:
+            warnings.append(f"warning: {tag.text}: a separate UNet weight is not supported; "
+                            f"{tag.weight:g} is used for the text encoder and the UNet")
+        if tag.dyn is not None:
+            warnings.append(f"warning: {tag.text}: dyn (rank cut-off) is not supported; the full rank is used")
+        uses.append(LoraUse(path, tag.weight, tag.name, "prompt"))
+    return tuple(uses)
+
+
+def _unresolved(missing: list, foreign: list, negative: list, lora_dirs) -> list[str]:
+    """One warning line per kind of tag that is removed without being applied."""
+    lines = []
+    if missing:
+        where = ", ".join(map(str, lora_dirs)) if lora_dirs else f"no --lora-dir given and ${network_files.LORA_DIR_ENV} names no folder"
+        lines.append(f"warning: LoRAs named in the prompt were not found ({where}): {', '.join(dict.fromkeys(missing))}; "
+                     "they are left out (pass --lora-dir DIR, the folder of NAME.safetensors)")
+    if foreign:
+        lines.append(f"warning: ldm applies only <lora:...> and <lyco:...> tags; removed from the prompt and not "
+                     f"applied: {' '.join(dict.fromkeys(foreign))}")
+    if negative:
+        lines.append(f"warning: network tags in the negative prompt are removed and not applied (as in A1111): {' '.join(negative)}")
+    return lines
 
 
 def _flag_lora(value: str) -> LoraUse:
