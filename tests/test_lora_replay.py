@@ -191,3 +191,15 @@ def test_tags_ldm_cannot_honour_are_each_named(lora_file):
     text = "\n".join(plan.warnings)
     assert "separate UNet weight" in text and "dyn" in text and "<hypernet:h:1>" in text and "negative prompt" in text
     assert plan.clip_text(settings.prompts[0]) == "a    cat"
+
+
+def test_a_tag_finds_a_lora_by_its_kohya_output_name(ldm, tiny_model, lora_file, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    save_file(load_file(str(lora_file)), str(folder / "download-1234.safetensors"), metadata={"ss_output_name": "pixelart"})
+    assert ldm("generate", "a cat", "--model", tiny_model, *ARGS, "--lora", f"{lora_file}:0.7", "--out", "flag.png").code == 0
+    result = ldm("generate", "a cat <lora:pixelart:0.7>", "--model", tiny_model, *ARGS, "--lora-dir", folder, "--out", "alias.png")
+    assert result.code == 0 and "warning" not in result.stderr, result.stderr
+    assert np.array_equal(_pixels(tmp_path / "alias.png"), _pixels(tmp_path / "flag.png"))

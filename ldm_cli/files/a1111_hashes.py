@@ -42,11 +42,11 @@ def addnet_sha256(path: Path) -> str:
 def lora_short_hash(path: Path) -> str:
     """What A1111 writes in `Lora hashes`: kohya's recorded `sshs_model_hash` when the file has one, else
     the addnet hash, 12 hex digits (A1111 extensions-builtin/Lora/network.py NetworkOnDisk)."""
-    recorded = _safetensors_metadata(path).get("sshs_model_hash")
+    recorded = safetensors_metadata(path).get("sshs_model_hash")
     return (recorded or addnet_sha256(path))[:12]
 
 
-def _safetensors_metadata(path: Path) -> dict:
+def safetensors_metadata(path: Path) -> dict:
     if Path(path).suffix != ".safetensors":
         return {}
     import json

@@ -43,4 +43,15 @@ def lookup(name: str, files: dict[str, Path]) -> Path | None:
     if name in files:
         return files[name]
     lowered = {stem.lower(): path for stem, path in files.items()}
-    return lowered.get(name.lower())
+    return lowered.get(name.lower()) or _by_alias(name, files)
+
+
+def _by_alias(name: str, files: dict[str, Path]) -> Path | None:
+    """A1111 also finds a LoRA by the `ss_output_name` kohya records in its header (read only when the
+    stem did not match)."""
+    from ldm_cli.files.a1111_hashes import safetensors_metadata
+
+    for path in files.values():
+        if path.suffix == ".safetensors" and safetensors_metadata(path).get("ss_output_name") == name:
+            return path
+    return None
