@@ -11,6 +11,7 @@ import sys
 import typer
 
 from ldm_cli.commands import finetune, generate, grid, info
+from ldm_cli.commands import inspect as inspect_commands
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
 from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, report
@@ -27,6 +28,7 @@ app = typer.Typer(
 generate.register(app)
 grid.register(app)
 info.register(app)
+inspect_commands.register(app)
 finetune.register(app)
 encode_commands.register(app)
 demo_commands.register(app)

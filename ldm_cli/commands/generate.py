@@ -39,6 +39,8 @@ EXAMPLES = """Examples:
   ldm generate "a (red:1.3) fox BREAK [blurry] snow" --clip-skip 2 --scheduler "DPM++ 2M Karras"
 
   ldm generate "a castle" --hires-scale 2 --hires-strength 0.5 --variation-seed 7 --variation-strength 0.3
+
+  ldm generate "a castle, <lora:pixel-art:0.8>" --lora-dir loras/ --embeddings-dir embeddings/
 """
 
 
@@ -184,6 +186,15 @@ def generate(
     ] = None,
     rng: Annotated[
         Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (A1111's 'RNG: CPU'); the only choice [default: cpu].")
+    ] = None,
+    lora_dir: Annotated[
+        Optional[list[Path]], typer.Option("--lora-dir", metavar="DIR", help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors; repeatable [default: $LDM_LORA_DIR].")
+    ] = None,
+    embedding: Annotated[
+        Optional[list[str]], typer.Option("--embedding", metavar="FILE[:TOKEN]", help="Textual-inversion embedding FILE or FILE:TOKEN (token default: the file's stem); repeatable.")
+    ] = None,
+    embeddings_dir: Annotated[
+        Optional[list[Path]], typer.Option("--embeddings-dir", metavar="DIR", help="Folder of embeddings; those whose file stem is a word of the prompt are loaded [default: $LDM_EMBEDDINGS_DIR].")
     ] = None,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings

@@ -21,7 +21,7 @@ def build_settings(args: dict) -> GenerateSettings:
     """Precedence: explicit flag > value recorded in --from image > default."""
     values = dict(DEFAULTS)
     if args["from_image"] is not None:
-        values.update(settings_from_image(args["from_image"]))
+        values.update(settings_from_image(args["from_image"], args.get("lora_dir"), args.get("embeddings_dir")))
     explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
     if args["dim"] is not None:
         explicit.setdefault("height", args["dim"])
@@ -46,7 +46,7 @@ def build_settings(args: dict) -> GenerateSettings:
         scheduler=values.get("scheduler"),
         num_images=values["num_images"],
         out=args["out"],
-        loras=tuple(str(parse_lora_arg(v)) for v in args.get("lora") or ()),
+        loras=tuple(str(parse_lora_arg(v)) for v in args.get("lora") or values.get("loras") or ()),
         save_intermediates=args["save_intermediates"],
         every=args["every"],
         intermediates_mode=args["intermediates"],
@@ -62,6 +62,11 @@ def build_settings(args: dict) -> GenerateSettings:
         dry_run=args.get("dry_run", False),
         **{key: values.get(key) for key in INPAINT_FLAGS},
         recipe=recipe_settings(values),
+        lora_dirs=tuple(args.get("lora_dir") or ()),
+        embeddings=tuple(args.get("embedding") or values.get("embeddings") or ()),
+        embeddings_dirs=tuple(args.get("embeddings_dir") or ()),
+        recorded_model_hash=values.get("recorded_model_hash"),
+        recorded_tag_loras=tuple(values.get("recorded_tag_loras", {}).items()),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -77,6 +82,7 @@ def build_settings(args: dict) -> GenerateSettings:
     )
     validate_generate(settings)
     validate_variant(settings.model.variant)
+    check_network_flags(settings)
     if settings.model.config is not None and not settings.model.config.is_dir():
         raise UsageError(f"--config {settings.model.config}: not a folder of component configs")
     return settings
@@ -113,9 +119,27 @@ def read_prompts_file(path: Path) -> tuple[str, ...]:
     return prompts
 
 
-def settings_from_image(path: Path) -> dict:
-    """The settings an ldm PNG recorded; an A1111 `parameters` chunk works too."""
+def check_network_flags(settings: GenerateSettings) -> None:
+    """--embedding files and the LoRA/embedding folders exist (before any model loads)."""
+    from ldm_cli.models import network_files
+    from ldm_cli.models.embeddings import parse_embedding_arg
+
+    for value in settings.embeddings:
+        parse_embedding_arg(value, settings.model.allow_pickle)
+    network_files.folders("--lora-dir", settings.lora_dirs, network_files.LORA_DIR_ENV)
+    network_files.folders("--embeddings-dir", settings.embeddings_dirs, network_files.EMBEDDINGS_DIR_ENV)
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def settings_from_image(path: Path, lora_dirs=None, embedding_dirs=None) -> dict:
+    """The settings an ldm PNG recorded; an A1111 infotext (PNG chunk, JPEG/WebP EXIF) or a Fooocus record works too."""
     from ldm_cli.files.metadata import parse_a1111, read_png_metadata
+    from ldm_cli.pipeline.replay import networks_from_record, warn_missing_a1111_embeddings
 
     try:
         chunks = read_png_metadata(path)
@@ -135,9 +159,21 @@ def settings_from_image(path: Path) -> dict:
             **_img2img_from_record(record.get("img2img")),
             **inpaint_from_record(record.get("inpaint"), record.get("img2img")),
             **from_record_recipe(s),
+            **networks_from_record(record, path, lora_dirs, embedding_dirs, _warn),
         }
     if chunks["parameters"]:
-        return _from_a1111(parse_a1111(chunks["parameters"]))
+        if chunks.get("fooocus") is not None:
+            from ldm_cli.files.foreign_metadata import fooocus_unreplayed
+
+            ignored = fooocus_unreplayed(chunks["fooocus"])
+            if ignored:
+                _warn(f"warning: --from {path}: Fooocus settings ldm does not replay: {', '.join(ignored)}")
+        parsed = parse_a1111(chunks["parameters"])
+        values = _from_a1111(parsed)
+        if parsed["fields"].get("Model hash"):
+            values["recorded_model_hash"] = parsed["fields"]["Model hash"]
+        warn_missing_a1111_embeddings(parsed["fields"], path, embedding_dirs, _warn)
+        return values
     raise UsageError(f"--from {path}: the PNG has no ldm or A1111 generation metadata")
 
 

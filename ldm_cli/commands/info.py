@@ -19,18 +19,22 @@ def register(app: typer.Typer) -> None:
 
 
 def info(
-    image: Annotated[Path, typer.Argument(help="A PNG written by ldm (or by A1111).", show_default=False)],
+    image: Annotated[Path, typer.Argument(help="An image made by ldm, A1111 (PNG, JPEG, WebP) or Fooocus.", show_default=False)],
     json_output: JsonOpt = False,
 ) -> int:
     from ldm_cli.errors import InputFileError
     from ldm_cli.files.metadata import read_png_metadata
 
+    if image.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin", ".pth") or image.is_dir():
+        raise InputFileError(f"{image}: a model, LoRA or embedding, not an image; use `ldm inspect {image}`")
     chunks = read_png_metadata(image)
     if chunks["ldm"] is None and chunks["parameters"] is None:
         raise InputFileError(f"{image}: no generation metadata in it (not made by ldm or A1111)")
     if json_output:
         print(json.dumps(chunks["ldm"] if chunks["ldm"] is not None else chunks))
         return 0
+    if chunks.get("fooocus") is not None:
+        print("(a Fooocus record, shown as an A1111 infotext; --json prints it as Fooocus wrote it)")
     if chunks["parameters"]:
         print(chunks["parameters"])
         print()

@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from ldm_cli.files.modes import give_normal_mode
+
 
 def slugify(text: str, limit: int = 48) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -41,6 +43,7 @@ def write_new_file(wanted: Path, write: Callable[[Path], None], suffix: str | No
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        give_normal_mode(tmp)  # mkstemp made it 0600; the published file gets 0666 & ~umask
         while True:
             target = free_path(wanted, suffix)
             try:

@@ -74,12 +74,19 @@ def library_versions() -> dict:
 
 
 def read_png_metadata(path: Path) -> dict:
-    """The text chunks of a PNG: {'ldm': dict or None, 'parameters': str or None}."""
+    """An image's generation metadata: {'ldm': dict or None, 'parameters': str or None, 'fooocus': dict or None}.
+
+    PNG text chunks (ours, A1111's), A1111's EXIF UserComment in JPEG/WebP, and Fooocus' JSON record
+    (given back as an A1111 infotext in 'parameters', the record itself in 'fooocus')."""
     from PIL import Image, UnidentifiedImageError
+
+    from ldm_cli.files.foreign_metadata import as_fooocus, exif_text, fooocus_to_a1111
 
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or {})
+            comment, maker_note = exif_text(image) if A1111_KEY not in text else (None, None)
+            jpeg_comment = image.info.get("comment")
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError) as exc:
@@ -90,4 +97,10 @@ def read_png_metadata(path: Path) -> dict:
             record = json.loads(text[JSON_KEY])
         except json.JSONDecodeError:
             raise InputFileError(f"{path}: its ldm metadata chunk is not valid JSON") from None
-    return {JSON_KEY: record, A1111_KEY: text.get(A1111_KEY)}
+    parameters = text.get(A1111_KEY) or comment
+    if parameters is None and isinstance(jpeg_comment, bytes) and jpeg_comment.strip():
+        parameters = jpeg_comment.decode("utf-8", errors="replace")
+    fooocus = as_fooocus(parameters, text.get("fooocus_scheme") or maker_note)
+    if fooocus is not None:
+        parameters = fooocus_to_a1111(fooocus)
+    return {JSON_KEY: record, A1111_KEY: parameters, "fooocus": fooocus}

@@ -64,6 +64,11 @@ class GenerateSettings:
     outpaint: str | None = None  # "LEFT,TOP,RIGHT,BOTTOM" pixels
     outpaint_fill: str | None = None  # mean | edge; None -> mean
     recipe: object | None = None  # recipe.RecipeSettings: prompt syntax, clip skip, variation, hires...; None -> defaults
+    lora_dirs: tuple[Path, ...] = ()  # where <lora:NAME:W> tags are looked up; () -> $LDM_LORA_DIR
+    embeddings: tuple[str, ...] = ()  # --embedding FILE[:TOKEN], installed after loading
+    embeddings_dirs: tuple[Path, ...] = ()  # embeddings named in a prompt; () -> $LDM_EMBEDDINGS_DIR
+    recorded_model_hash: str | None = None  # --from: the model hash the image records (warned about if it differs)
+    recorded_tag_loras: tuple[tuple[str, str], ...] = ()  # --from: (tag name, file) its <lora:> tags resolved to
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -71,6 +76,8 @@ class GenerateSettings:
         for key in ("init_image", "init_latents", "mask"):
             record[key] = str(record[key]) if record[key] else None
         record["model"]["config"] = str(self.model.config) if self.model.config else None
+        for key in ("lora_dirs", "embeddings_dirs"):
+            record[key] = [str(p) for p in record[key]]
         return record
 
 
@@ -108,6 +115,9 @@ def validate_generate(s: GenerateSettings) -> None:
 
         validate_recipe(s.recipe, s)
     check_writable_output(s.out)
+    from ldm_cli.pipeline.networks import check_prompt_tags
+
+    check_prompt_tags(s.prompts, s.negative_prompt)
 
 
 def kept_steps(steps: int, strength: float) -> tuple[int, int]:

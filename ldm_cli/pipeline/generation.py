@@ -78,18 +78,19 @@ class TextToImage:
         self.dtype = dtype
         self.start = start if start is not None else NoiseStart()  # pipeline/start.py: noise, init or masked init
         self._uncond_cache: dict[str, torch.Tensor] = {}
+        self.text_for_clip = lambda text: text  # e.g. network tags removed, embedding tokens expanded
 
     def conditioning(self, prompt: str, plan: SamplingPlan) -> Conditioning:
         c = self.components
         encoder = PromptEncoder(c.tokenizer, c.text_encoder, plan.prompt_syntax, plan.clip_skip)
-        cond = encoder.encode(prompt)
+        cond = encoder.encode(self.text_for_clip(prompt))
         distilled_dim = getattr(c.unet.config, "time_cond_proj_dim", None)
         if distilled_dim:  # guidance-distilled (LCM): the scale goes in as an embedding, no unconditional pass
             embedding = guidance_embedding(plan.guidance, distilled_dim).to(self.device, cond.dtype)
             return Conditioning(cond, None, plan.guidance, timestep_cond=embedding)
         uncond = None
         if uses_unconditional_pass(plan.guidance):
-            uncond = self._cached(encoder, plan.negative_prompt)
+            uncond = self._cached(encoder, self.text_for_clip(plan.negative_prompt))
             if plan.pad_conds and uncond.shape[1] != cond.shape[1]:
                 cond, uncond = pad_with_empty(cond, uncond, self._cached(encoder, ""))
         return Conditioning(cond, uncond, plan.guidance)

@@ -9,7 +9,7 @@ from ldm_cli.files.hashing import sha256_files
 from ldm_cli.files.metadata import A1111_KEY, FORMAT_VERSION, JSON_KEY, a1111_parameters, library_versions
 from ldm_cli.models.loading import Components
 from ldm_cli.pipeline.inpaint_settings import inpaint_fields
-from ldm_cli.pipeline.schedulers import spec_for
+from ldm_cli.pipeline.network_record import a1111_network_fields, a1111_prompt
 from ldm_cli.pipeline.recipe import infotext_fields
 from ldm_cli.pipeline.schedule_types import a1111_fields
 
@@ -37,10 +37,11 @@ def png_text(record: dict) -> dict[str, str]:
         "Denoising strength": (record.get("img2img") or {}).get("strength"),
         **inpaint_fields(record.get("inpaint")),
         **recipe,
+        **a1111_network_fields(record.get("networks")),
         "Version": f"ldm {__version__}",
     }
     return {
-        A1111_KEY: a1111_parameters(record["prompt"], s["negative_prompt"], fields),
+        A1111_KEY: a1111_parameters(a1111_prompt(record["prompt"], record.get("networks")), s["negative_prompt"], fields),
         JSON_KEY: json.dumps(record, sort_keys=True),
     }
 

@@ -25,8 +25,9 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_model(settings: GenerateSettings) -> tuple[Components, str, object, float]:
-    """Resolve device and dtype, load the components; returns them with the load time."""
+def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[Components, str, object, float]:
+    """Resolve device and dtype, load the components, install embeddings and merge LoRAs (default:
+    settings.loras); returns them with the load time."""
     m = settings.model
     source = resolve_source(m.model, m.revision)
     device = resolve_device(m.device)
@@ -40,11 +41,15 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
         source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config,
         variant=m.variant, vae=m.vae, ema=m.ema,
     )
-    if settings.loras:  # merged into the weights after loading, in the order given
-        from ldm_cli.models.lora import apply_loras, parse_lora_arg
+    if embeddings:
+        from ldm_cli.models.embeddings import install
 
-        specs = [parse_lora_arg(v) for v in settings.loras]
-        for spec, info in zip(specs, apply_loras(components.unet, components.text_encoder, specs)):
+        install(components.tokenizer, components.text_encoder, list(embeddings))
+    from ldm_cli.models.lora import apply_loras, parse_lora_arg
+
+    loras = [parse_lora_arg(v) for v in settings.loras] if loras is None else loras
+    if loras:  # merged into the weights after loading, in the order given
+        for spec, info in zip(loras, apply_loras(components.unet, components.text_encoder, loras)):
             say(f"lora {spec.path.name}: {info.summary()}, scale {spec.scale:g}")
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
     return components, device, dtype, time.perf_counter() - started
@@ -83,38 +88,65 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
 def run(settings: GenerateSettings, loaded: tuple | None = None) -> list[dict]:
     """Generate every requested image; returns one summary dict per image written.
 
+    Prompts whose <lora:> tags name different LoRA sets run in groups, one model load per set.
     `loaded`: what load_model returned for these settings' model, to share one load (ldm grid)."""
+    from ldm_cli.pipeline.network_record import networks_record
+    from ldm_cli.pipeline.networks import plan_networks
+
     start = resolve_start(settings)  # noise, init or masked init; its files are checked before the model loads
     for note in getattr(start, "notes", ()):
         say(f"note: --mask: {note}")
     start.check_source(resolve_source(settings.model.model, settings.model.revision))  # reads configs, not weights
-    components, device, dtype, load_seconds = loaded or load_model(settings)
-    hashes = component_hashes(components)
-    start.prepare(components, hashes.get("vae") or hashes.get("checkpoint"))
-    plan = start.fit_plan(resolve_plan(settings, components))
-    # no truncation warning: long prompts go to CLIP whole, in chunks of 75 tokens (conditioning.py)
-    warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
-    if warning:
+    networks = plan_networks(settings)  # LoRAs and embeddings named by flags and prompts; no model yet
+    for warning in networks.warnings:
         say(warning)
-    text_to_image = TextToImage(components, device, dtype, start)
-    preview_map = None
-    if settings.save_intermediates and settings.intermediates_mode == "preview":
-        from ldm_cli.pipeline.latents import fit_preview_map
-
-        preview_map = fit_preview_map(components.vae)
     base_seed = settings.seed if settings.seed is not None else secrets.randbelow(2**32)
-    if settings.seed is None:
-        say(f"seed {base_seed} (random)")
-    summaries = []
     jobs = [(prompt, base_seed + i) for prompt in settings.prompts for i in range(settings.num_images)]
-    for number, (prompt, seed) in enumerate(jobs, start=1):
-        image_plan = plan_for_image(plan, seed - base_seed)
-        summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
-        summary["timings"]["model_load_s"] = round(load_seconds, 3)
-        summary.update(start.record())  # "img2img" (and "inpaint") for images that started from a picture
-        _write_and_report(settings, components, image_plan, hashes, device, dtype, summary)
-        summaries.append(summary)
+    groups = networks.groups(jobs)
+    summaries, number = [], 0
+    for index, (loras, group_jobs) in enumerate(groups):
+        if index:
+            say(f"next prompts use another LoRA set ({index + 1} of {len(groups)}): loading the model afresh")
+        shared = loaded is not None and len(groups) == 1 and not networks.embeddings
+        components, device, dtype, load_seconds = loaded if shared else load_model(
+            settings, [u.spec for u in loras], networks.embeddings)
+        hashes = component_hashes(components)
+        start.prepare(components, hashes.get("vae") or hashes.get("checkpoint"))
+        plan = start.fit_plan(resolve_plan(settings, components))
+        if index == 0:  # no truncation warning: long prompts go to CLIP whole, in chunks of 75 tokens
+            _check_recorded_model(settings, components)
+            warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
+            if warning:
+                say(warning)
+            if settings.seed is None:
+                say(f"seed {base_seed} (random)")
+        text_to_image = TextToImage(components, device, dtype, start)
+        text_to_image.text_for_clip = networks.clip_text
+        preview_map = None
+        if settings.save_intermediates and settings.intermediates_mode == "preview":
+            from ldm_cli.pipeline.latents import fit_preview_map
+
+            preview_map = fit_preview_map(components.vae)
+        for prompt, seed in group_jobs:
+            number += 1
+            image_plan = plan_for_image(plan, seed - base_seed)
+            summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
+            summary["timings"]["model_load_s"] = round(load_seconds, 3)
+            summary.update(start.record())  # "img2img" (and "inpaint") for images that started from a picture
+            summary["networks"] = networks_record(networks, prompt, settings.negative_prompt)
+            _write_and_report(settings, components, image_plan, hashes, device, dtype, summary)
+            summaries.append(summary)
+        components = text_to_image = None  # let this set's weights go before the next set loads
     return summaries
+
+
+def _check_recorded_model(settings: GenerateSettings, components: Components) -> None:
+    """--from an image made with another model: say so, naming both hashes."""
+    from ldm_cli.pipeline.replay import model_mismatch
+
+    message = model_mismatch(getattr(settings, "recorded_model_hash", None), components)
+    if message:
+        say(message)
 
 
 def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map) -> dict:
@@ -154,10 +186,13 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     resolved = {**asdict(plan), "num_images": settings.num_images}
     if settings.loras:
         resolved["loras"] = list(settings.loras)
+    networks = summary.pop("networks", None)
+    extra = {key: summary[key] for key in ("img2img", "inpaint") if key in summary}
+    if networks:
+        extra["networks"] = networks
     record = build_record(
         prompt=result.prompt, seed=result.seed, settings=resolved, components=components, hashes=hashes,
-        device=device, dtype=dtype_name(dtype), timings=summary["timings"],
-        extra={key: summary[key] for key in ("img2img", "inpaint") if key in summary} or None,
+        device=device, dtype=dtype_name(dtype), timings=summary["timings"], extra=extra or None,
     )
     path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from ldm_cli.errors import LdmError
+from ldm_cli.files.modes import give_normal_mode
 
 FORMAT = 1
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -60,6 +61,7 @@ def save_checkpoint(output: Path, step: int, tensors: dict, objects: dict, state
     for name, obj in objects.items():
         torch.save(obj, tmp / f"{name}.pt")
     (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=2, sort_keys=True))
+    give_normal_mode(tmp)  # safetensors writes 0600; a checkpoint is the user's file like any other
     _fsync_folder(tmp)
     if final.exists():  # a leftover without state.json: never complete, safe to replace
         shutil.rmtree(final)

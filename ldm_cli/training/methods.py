@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ldm_cli.files.modes import give_normal_mode
+
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
@@ -65,6 +67,7 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    give_normal_mode(tmp)  # safetensors writes 0600; a LoRA is shared like any other file
     os.replace(tmp, path)
     return path
 
@@ -93,11 +96,13 @@ def save_full_model(output: Path, components, unet, text_encoder, unet_weights: 
     shutil.copytree(tokenizer, staging / "tokenizer")  # the same vocab.json/merges.txt the model came with
     (staging / "scheduler").mkdir()
     (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(components.scheduler_config, indent=2))
+    give_normal_mode(staging)  # safetensors writes 0600; the model folder is shared like any other
     (output / "model_index.json").unlink(missing_ok=True)
     for name in ("unet", "text_encoder", "vae", "tokenizer", "scheduler"):
         if (output / name).exists():
             shutil.rmtree(output / name)
         os.replace(staging / name, output / name)
     shutil.copy(SD15_CONFIG_DIR / "model_index.json", staging / "model_index.json")
+    give_normal_mode(staging / "model_index.json")
     os.replace(staging / "model_index.json", output / "model_index.json")
     shutil.rmtree(staging, ignore_errors=True)
