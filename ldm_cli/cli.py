@@ -13,6 +13,7 @@ import typer
 from ldm_cli.commands import finetune, generate, info
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
+from ldm_cli.commands import explain as explain_commands
 from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, report
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ info.register(app)
 finetune.register(app)
 encode_commands.register(app)
 demo_commands.register(app)
+explain_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
