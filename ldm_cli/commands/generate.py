@@ -105,6 +105,9 @@ def generate(
     vae_tiling: Annotated[
         bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
     ] = False,
+    attention_maps: Annotated[
+        bool, typer.Option("--attention-maps", help="Also save each prompt word's cross-attention map: <name>-attention.png and .safetensors.")
+    ] = False,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
 
@@ -116,5 +119,8 @@ def generate(
         return 0
     from ldm_cli.pipeline import txt2img
 
-    txt2img.run(settings)
+    hook = None
+    if settings.attention_maps:
+        from ldm_cli.explain.attention_maps import watch_attention as hook
+    txt2img.run(settings, image_hook=hook)
     return 0

@@ -51,6 +51,7 @@ def build_settings(args: dict) -> GenerateSettings:
             offload=args.get("offload", False), vae_tiling=args.get("vae_tiling", False),
         ),
         dry_run=args.get("dry_run", False),
+        attention_maps=args.get("attention_maps", False),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),

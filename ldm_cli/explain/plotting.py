@@ -138,9 +138,10 @@ def attention_figure(image: np.ndarray, maps, path: Path) -> Path:
     axes[0].imshow(image)
     axes[0].set_title("image", fontsize=9)
     size = image.shape[:2]
+    gray = image.astype(np.float32).mean(axis=2)
     for ax, word, word_map in zip(axes[1:], maps.words, maps.word_maps):
         heat = upsample(torch.as_tensor(word_map), size).numpy()
-        ax.imshow(image)
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=255)
         ax.imshow(heat / max(float(heat.max()), 1e-12), cmap="jet", alpha=0.55, vmin=0, vmax=1)
         ax.set_title(word, fontsize=10)
     return _save(fig, path)

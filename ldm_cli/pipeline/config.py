@@ -51,6 +51,7 @@ class GenerateSettings:
     resize: str | None = None  # how --init-image reaches --height/--width; None -> crop
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)  # --compile, --offload, ...
     dry_run: bool = False  # print the resolved plan and a memory estimate; load nothing
+    attention_maps: bool = False  # also write <name>-attention.png/.safetensors (ldm_cli.explain)
 
     def to_record(self) -> dict:
         record = asdict(self)

@@ -76,8 +76,11 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
     return out
 
 
-def run(settings: GenerateSettings) -> list[dict]:
-    """Generate every requested image; returns one summary dict per image written."""
+def run(settings: GenerateSettings, image_hook=None) -> list[dict]:
+    """Generate every requested image; returns one summary dict per image written.
+
+    `image_hook(text_to_image, prompt, plan)`, if given, is a context manager around each image's
+    sampling whose value has `write_beside(png_path, pixels) -> dict` (e.g. --attention-maps)."""
     init = img2img.load_init(settings)  # None for text-to-image; the init file is checked before the model loads
     components, device, dtype, load_seconds = load_model(settings)
     plan = img2img.fit_plan(resolve_plan(settings, components), init)
@@ -98,7 +101,7 @@ def run(settings: GenerateSettings) -> list[dict]:
     summaries = []
     jobs = [(prompt, base_seed + i) for prompt in settings.prompts for i in range(settings.num_images)]
     for number, (prompt, seed) in enumerate(jobs, start=1):
-        summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
+        summary = _make_one(settings, plan, text_to_image, prompt, seed, number, len(jobs), preview_map, image_hook)
         summary["timings"]["model_load_s"] = round(load_seconds, 3)
         if init is not None:
             summary["img2img"] = init.record()
@@ -107,7 +110,9 @@ def run(settings: GenerateSettings) -> list[dict]:
     return summaries
 
 
-def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map) -> dict:
+def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map, image_hook=None) -> dict:
+    from contextlib import nullcontext
+
     from tqdm import tqdm
 
     from ldm_cli.pipeline.intermediates import IntermediateRecorder
@@ -124,13 +129,15 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
             recorder(info)
 
     try:
-        result = text_to_image.generate(prompt, seed, plan, on_step)
+        with image_hook(text_to_image, prompt, plan) if image_hook else nullcontext() as watch:
+            result = text_to_image.generate(prompt, seed, plan, on_step)
     finally:
         bar.close()
     steps_run = bar.n
     return {
         "result": result,
         "recorder": recorder,
+        "watch": watch,
         "timings": {
             "generate_s": round(result.seconds, 3),
             "steps_per_s": round(steps_run / result.seconds, 3) if result.seconds else None,
@@ -141,6 +148,7 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
 def _write_and_report(settings, components, plan, hashes, device, dtype, summary) -> None:
     result = summary.pop("result")
     recorder = summary.pop("recorder")
+    watch = summary.pop("watch", None)
     resolved = {**asdict(plan), "num_images": settings.num_images}
     if settings.loras:
         resolved["loras"] = list(settings.loras)
@@ -155,8 +163,11 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
                    scheduler=plan.scheduler, model=components.source.spec)
     if recorder is not None:
         summary["intermediates"] = str(recorder.write_beside(path))
+    if watch is not None:
+        summary.update(watch.write_beside(path, result.pixels))
     if settings.json_output:
         print(json.dumps(summary), flush=True)
     else:
         extra = f"  steps in {summary['intermediates']}" if recorder is not None else ""
+        extra += f"  attention maps in {summary['attention_png']}" if watch is not None else ""
         print(f"saved {path}  seed {result.seed}  {result.seconds:.1f} s{extra}", flush=True)
