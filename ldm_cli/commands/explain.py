@@ -145,13 +145,13 @@ def classify(
     labels = check_labels(label or [], labels_file)
     if weighting not in WEIGHTINGS:
         raise UsageError(f"--weighting {weighting!r}: choose elbo or uniform")
+    settings = _settings(model, revision, offline, allow_pickle, config, device, dtype, out=out, json_output=json_output,
+                         seed=seed, samples=samples, dim=dim)
     if not 1 <= round_size <= samples:
         raise UsageError(f"--round {round_size}: must be between 1 and --samples ({samples})")
     if not z >= 0 or z == float("inf"):
         raise UsageError(f"--drop-z {z}: must be a finite number >= 0 (3 is typical; 0 never drops a label)")
     check_image_arg(image)
-    settings = _settings(model, revision, offline, allow_pickle, config, device, dtype, out=out, json_output=json_output,
-                         seed=seed, samples=samples, dim=dim)
     plan = ClassifyPlan(samples=samples, round_size=round_size, min_rounds=2,
                         z=z if z > 0 else float("inf"), weighting=weighting, seed=seed)
     run_classify(settings, image, labels, plan)
