@@ -95,10 +95,9 @@ def _survivors(scores, active, t, bound, plan, dims, done) -> list[int]:
 
 
 def _ranked(scores: list[LabelScore], t, bound, weighting: str, x0) -> list[dict]:
-    """Labels still in the running first (by estimate), then the dropped ones, the last dropped first.
-
-    Each label's estimate uses the draws it got; `difference` compares it with the winner on the draws
-    they share (paired, so comparable even for a label dropped early)."""
+    """The winner (the best estimate among the labels never dropped), then the others by `difference`:
+    their paired mean difference to the winner on the draws they share, comparable even for a label
+    dropped early. Each label's own estimate uses the draws it got."""
     dims = x0.numel()
     rows = []
     for s in scores:
@@ -119,7 +118,7 @@ def _ranked(scores: list[LabelScore], t, bound, weighting: str, x0) -> list[dict
         n = len(errors)
         diff = _scores(errors, t[:n], bound, weighting, dims) - _scores(best[:n], t[:n], bound, weighting, dims)
         row["difference"], row["difference_stderr"] = float(diff.mean()), _stderr(diff)
-    return rows
+    return rows[:1] + sorted(rows[1:], key=lambda r: r["difference"])
 
 
 def _stderr(values: torch.Tensor) -> float:

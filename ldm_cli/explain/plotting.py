@@ -98,25 +98,27 @@ def elbo_figure(estimate, prompt: str, path: Path) -> Path:
         ax.set_xlabel("timestep t")
         ax.grid(alpha=0.3)
     fig.suptitle(f"\"{prompt}\": {estimate.bits_per_dim:.4f} ± {estimate.stderr:.4f} bits/dim "
-                 f"({estimate.samples} samples)", fontsize=10)
+                 f"({estimate.samples} samples)", fontsize=10, y=1.04)
     return _save(fig, path)
 
 
-def classify_figure(image: np.ndarray, ranking, path: Path, top: int = 10) -> Path:
-    """The image beside its best labels' estimates with error bars."""
+def classify_figure(image: np.ndarray, ranking, path: Path, top: int = 12) -> Path:
+    """The image beside its best labels: each one's paired difference to the winner, with its standard error."""
     plt = _pyplot()
-    key = "mse" if ranking.weighting == "uniform" else "bits_per_dim"
-    err = "mse_stderr" if ranking.weighting == "uniform" else "stderr"
+    unit = "mean ||eps - eps_theta||^2 per dim" if ranking.weighting == "uniform" else "bits/dim"
     rows = ranking.labels[:top][::-1]
-    fig, (ax_image, ax) = plt.subplots(1, 2, figsize=(10, 0.35 * len(rows) + 1.8), gridspec_kw={"width_ratios": [1, 2.6]})
+    fig, (ax_image, ax) = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.9), gridspec_kw={"width_ratios": [1, 2.4]})
     ax_image.imshow(image)
     ax_image.axis("off")
-    values = np.array([r[key] for r in rows])
+    ax_image.set_title(f"best: {ranking.labels[0]['label']}", fontsize=9)
     colours = ["#2ca02c" if r is ranking.labels[0] else ("#bbbbbb" if r["eliminated"] else "#1f5fa8") for r in rows]
-    ax.barh(range(len(rows)), values - values.min() + (values.max() - values.min()) * 0.05 + 1e-9,
-            left=values.min() - (values.max() - values.min()) * 0.05, xerr=[r[err] for r in rows], color=colours)
-    ax.set_yticks(range(len(rows)), [r["label"] + ("" if not r["eliminated"] else "  (dropped)") for r in rows], fontsize=8)
-    ax.set_xlabel("negative ELBO, bits/dim (lower is better)" if key == "bits_per_dim" else "mean ||eps - eps_theta||^2 per dim")
+    ax.barh(range(len(rows)), [r["difference"] for r in rows], xerr=[r["difference_stderr"] or 0 for r in rows],
+            color=colours, ecolor="#444444", capsize=2)
+    ax.set_yticks(range(len(rows)), [r["label"] + (f"  (dropped at {r['samples']})" if r["eliminated"] else "") for r in rows],
+                  fontsize=8)
+    ax.yaxis.tick_right()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(f"negative ELBO minus the best label's, {unit} (paired samples; grey: dropped early)", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 
