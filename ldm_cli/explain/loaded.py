@@ -34,16 +34,30 @@ def load_model(m: ModelSettings) -> LoadedModel:
     return LoadedModel(components, device, dtype)
 
 
-def image_latents(model: LoadedModel, path: Path, size: int | None = None):
-    """IMAGE -> (pixels [H, W, 3] uint8, x_0 = posterior mean x scaling_factor [1, C, H/8, W/8])."""
-    from ldm_cli.files.image_io import SizePolicy, load_image, to_tensor
-    from ldm_cli.pipeline.vae_ops import encode
+def read_pixels(path: Path, size: int | None = None):
+    """IMAGE -> pixels [H, W, 3] uint8 (own size rounded to a multiple of 8, or cropped to size x size).
+
+    Called before the model loads, so an unreadable image costs nothing."""
+    from ldm_cli.files.image_io import SizePolicy, load_image
 
     loaded = load_image(path, SizePolicy(size, size) if size else SizePolicy())
     if loaded.notes:
         say(f"{path}: {loaded.describe()}")
-    encoding = encode(model.components.vae, to_tensor(loaded.pixels))
-    return loaded.pixels, encoding.latents.float()
+    return loaded.pixels
+
+
+def encode_pixels(model: LoadedModel, pixels):
+    """pixels -> x_0 = posterior mean x scaling_factor [1, C, H/8, W/8], float32."""
+    from ldm_cli.files.image_io import to_tensor
+    from ldm_cli.pipeline.vae_ops import encode
+
+    return encode(model.components.vae, to_tensor(pixels)).latents.float()
+
+
+def image_latents(model: LoadedModel, path: Path, size: int | None = None):
+    """IMAGE -> (pixels [H, W, 3] uint8, x_0 [1, C, H/8, W/8])."""
+    pixels = read_pixels(path, size)
+    return pixels, encode_pixels(model, pixels)
 
 
 def check_image_arg(path: Path, flag: str = "IMAGE") -> None:

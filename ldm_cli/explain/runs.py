@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldm_cli.errors import UsageError
-from ldm_cli.explain.loaded import image_latents, load_model, say
+from ldm_cli.explain.loaded import encode_pixels, load_model, read_pixels, say
 from ldm_cli.pipeline.config import MAX_SEED, ModelSettings
 
 MAX_SAMPLES = 100_000
@@ -101,11 +101,12 @@ def run_forward(s: ExplainSettings, image: Path, timesteps: tuple[int, ...]) -> 
     from ldm_cli.explain.plotting import forward_figure
     from ldm_cli.pipeline.latents import decode, to_uint8
 
+    pixels = read_pixels(image, s.dim)
     model = load_model(s.model)
     c = model.components
     abars = alphas_cumprod(c.scheduler_config)
     parse_timesteps(",".join(map(str, timesteps)), len(abars))  # the range, now that T is known
-    pixels, x0 = image_latents(model, image, s.dim)
+    x0 = encode_pixels(model, pixels)
     noised = forward_process(x0, abars, timesteps, s.seed)
     rows = [(n, to_uint8(decode(c.vae, n.latents.to(c.vae.dtype)))[0]) for n in noised]
     channels = [x0[0, i].cpu().numpy() for i in range(x0.shape[1])]
@@ -126,9 +127,10 @@ def run_elbo(s: ExplainSettings, image: Path, prompt: str) -> dict:
     from ldm_cli.explain.plotting import elbo_figure
     from ldm_cli.pipeline.text import encode_prompts
 
+    pixels = read_pixels(image, s.dim)
     model = load_model(s.model)
     c = model.components
-    _, x0 = image_latents(model, image, s.dim)
+    x0 = encode_pixels(model, pixels)
     bound = elbo.bound_weights(c.scheduler_config)
     cond = encode_prompts(c.tokenizer, c.text_encoder, [prompt])
     estimate = elbo.estimate(c.unet, x0, cond, bound, c.scheduler_config.get("prediction_type", "epsilon"),
@@ -173,9 +175,10 @@ def run_classify(s: ExplainSettings, image: Path, labels: list[str], plan) -> di
     from ldm_cli.explain.plotting import classify_figure
     from ldm_cli.pipeline.text import encode_prompts
 
+    pixels = read_pixels(image, s.dim)
     model = load_model(s.model)
     c = model.components
-    pixels, x0 = image_latents(model, image, s.dim)
+    x0 = encode_pixels(model, pixels)
     bound = elbo.bound_weights(c.scheduler_config)
     conds = encode_prompts(c.tokenizer, c.text_encoder, labels)
     ranking = classify(c.unet, x0, conds, labels, bound, c.scheduler_config.get("prediction_type", "epsilon"), plan,
