@@ -14,6 +14,7 @@ from ldm_cli.commands import finetune, generate, grid, info
 from ldm_cli.commands import inspect as inspect_commands
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
+from ldm_cli.commands import explain as explain_commands
 from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, report
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ inspect_commands.register(app)
 finetune.register(app)
 encode_commands.register(app)
 demo_commands.register(app)
+explain_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -196,6 +196,9 @@ def generate(
     embeddings_dir: Annotated[
         Optional[list[Path]], typer.Option("--embeddings-dir", metavar="DIR", help="Folder of embeddings; those whose file stem is a word of the prompt are loaded [default: $LDM_EMBEDDINGS_DIR].")
     ] = None,
+    attention_maps: Annotated[
+        bool, typer.Option("--attention-maps", help="Also save each prompt word's cross-attention map: <name>-attention.png and .safetensors.")
+    ] = False,
 ) -> int:
     from ldm_cli.commands.generate_settings import build_settings
 
@@ -207,5 +210,8 @@ def generate(
         return 0
     from ldm_cli.pipeline import txt2img
 
-    txt2img.run(settings)
+    hook = None
+    if settings.attention_maps:
+        from ldm_cli.explain.attention_maps import watch_attention as hook
+    txt2img.run(settings, image_hook=hook)
     return 0

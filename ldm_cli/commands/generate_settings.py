@@ -67,6 +67,7 @@ def build_settings(args: dict) -> GenerateSettings:
         embeddings_dirs=tuple(args.get("embeddings_dir") or ()),
         recorded_model_hash=values.get("recorded_model_hash"),
         recorded_tag_loras=tuple(values.get("recorded_tag_loras", {}).items()),
+        attention_maps=args.get("attention_maps", False),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),

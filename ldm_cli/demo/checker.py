@@ -48,16 +48,24 @@ def nearest_colour(rgb) -> str:
 def read_image(pixels: np.ndarray) -> Reading:
     """Classify one image [H, W, 3] uint8."""
     pixels = np.asarray(pixels, dtype=np.float32)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background_rgb = np.median(border, axis=0)
-    background = nearest_colour(background_rgb)
-    distance = np.sqrt(((pixels - _RGB[_NAMES.index(background)]) ** 2).sum(axis=2))
-    mask = _largest_component(distance > FOREGROUND_DISTANCE)
+    background, mask = _background_and_mask(pixels)
     if mask.sum() < 0.01 * mask.size:
         return Reading(background, None, None, None)
     colour = nearest_colour(np.median(pixels[mask], axis=0))
     shape, fill, taper, extent = _shape(mask)
     return Reading(background, colour, shape, _size(extent), fill, taper, extent)
+
+
+def shape_mask(pixels: np.ndarray) -> np.ndarray:
+    """The drawn shape's pixels [H, W] bool, as read_image finds them (largest part far from the background)."""
+    return _background_and_mask(np.asarray(pixels, dtype=np.float32))[1]
+
+
+def _background_and_mask(pixels: np.ndarray) -> tuple[str, np.ndarray]:
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = nearest_colour(np.median(border, axis=0))
+    distance = np.sqrt(((pixels - _RGB[_NAMES.index(background)]) ** 2).sum(axis=2))
+    return background, _largest_component(distance > FOREGROUND_DISTANCE)
 
 
 def _shape(mask: np.ndarray) -> tuple[str, float, float, float]:

@@ -69,6 +69,7 @@ class GenerateSettings:
     embeddings_dirs: tuple[Path, ...] = ()  # embeddings named in a prompt; () -> $LDM_EMBEDDINGS_DIR
     recorded_model_hash: str | None = None  # --from: the model hash the image records (warned about if it differs)
     recorded_tag_loras: tuple[tuple[str, str], ...] = ()  # --from: (tag name, file) its <lora:> tags resolved to
+    attention_maps: bool = False  # also write <name>-attention.png/.safetensors (ldm_cli.explain)
 
     def to_record(self) -> dict:
         record = asdict(self)

@@ -85,11 +85,13 @@ def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
     return out
 
 
-def run(settings: GenerateSettings, loaded: tuple | None = None) -> list[dict]:
+def run(settings: GenerateSettings, loaded: tuple | None = None, image_hook=None) -> list[dict]:
     """Generate every requested image; returns one summary dict per image written.
 
     Prompts whose <lora:> tags name different LoRA sets run in groups, one model load per set.
-    `loaded`: what load_model returned for these settings' model, to share one load (ldm grid)."""
+    `loaded`: what load_model returned for these settings' model, to share one load (ldm grid).
+    `image_hook(text_to_image, prompt, plan)`, if given, is a context manager around each image's
+    sampling whose value has `write_beside(png_path, pixels) -> dict` (e.g. --attention-maps)."""
     from ldm_cli.pipeline.network_record import networks_record
     from ldm_cli.pipeline.networks import plan_networks
 
@@ -130,7 +132,8 @@ def run(settings: GenerateSettings, loaded: tuple | None = None) -> list[dict]:
         for prompt, seed in group_jobs:
             number += 1
             image_plan = plan_for_image(plan, seed - base_seed)
-            summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
+            summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map,
+                                image_hook)
             summary["timings"]["model_load_s"] = round(load_seconds, 3)
             summary.update(start.record())  # "img2img" (and "inpaint") for images that started from a picture
             summary["networks"] = networks_record(networks, prompt, settings.negative_prompt)
@@ -149,7 +152,9 @@ def _check_recorded_model(settings: GenerateSettings, components: Components) ->
         say(message)
 
 
-def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map) -> dict:
+def _make_one(settings, plan, text_to_image, prompt, seed, number, total, preview_map, image_hook=None) -> dict:
+    from contextlib import nullcontext
+
     from tqdm import tqdm
 
     from ldm_cli.pipeline.intermediates import IntermediateRecorder
@@ -166,13 +171,15 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
             recorder(info)
 
     try:
-        result = text_to_image.generate(prompt, seed, plan, on_step)
+        with image_hook(text_to_image, prompt, plan) if image_hook else nullcontext() as watch:
+            result = text_to_image.generate(prompt, seed, plan, on_step)
     finally:
         bar.close()
     steps_run = bar.n
     return {
         "result": result,
         "recorder": recorder,
+        "watch": watch,
         "timings": {
             "generate_s": round(result.seconds, 3),
             "steps_per_s": round(steps_run / result.seconds, 3) if result.seconds else None,
@@ -183,6 +190,7 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
 def _write_and_report(settings, components, plan, hashes, device, dtype, summary) -> None:
     result = summary.pop("result")
     recorder = summary.pop("recorder")
+    watch = summary.pop("watch", None)
     resolved = {**asdict(plan), "num_images": settings.num_images}
     if settings.loras:
         resolved["loras"] = list(settings.loras)
@@ -200,8 +208,11 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
                    scheduler=plan.scheduler, model=components.source.spec)
     if recorder is not None:
         summary["intermediates"] = str(recorder.write_beside(path))
+    if watch is not None:
+        summary.update(watch.write_beside(path, result.pixels))
     if settings.json_output:
         print(json.dumps(summary), flush=True)
     else:
         extra = f"  steps in {summary['intermediates']}" if recorder is not None else ""
+        extra += f"  attention maps in {summary['attention_png']}" if watch is not None else ""
         print(f"saved {path}  seed {result.seed}  {result.seconds:.1f} s{extra}", flush=True)
