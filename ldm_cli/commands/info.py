@@ -22,7 +22,7 @@ def info(
     image: Annotated[Path, typer.Argument(help="A PNG written by ldm (or by A1111).", show_default=False)],
     json_output: JsonOpt = False,
 ) -> int:
-    from ldm_cli.errors import InputFileError
+    from ldm_cli.errors import InputFileError, printable
     from ldm_cli.files.metadata import read_png_metadata
 
     chunks = read_png_metadata(image)
@@ -32,7 +32,7 @@ def info(
         print(json.dumps(chunks["ldm"] if chunks["ldm"] is not None else chunks))
         return 0
     if chunks["parameters"]:
-        print(chunks["parameters"])
+        print(printable(chunks["parameters"], keep_newlines=True))  # file text: no escape sequences reach the terminal
         print()
     if chunks["ldm"] is not None:
         print(json.dumps(chunks["ldm"], indent=2, sort_keys=True))

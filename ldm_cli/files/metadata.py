@@ -75,19 +75,31 @@ def library_versions() -> dict:
 
 def read_png_metadata(path: Path) -> dict:
     """The text chunks of a PNG: {'ldm': dict or None, 'parameters': str or None}."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the text chunks are read
             text = dict(getattr(image, "text", {}) or {})
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputFileError(f"{path}: not a readable image ({exc})") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: is a folder, not a PNG file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputFileError(f"{path}: refusing a possible decompression bomb (it claims over "
+                             f"{Image.MAX_IMAGE_PIXELS // 10**6} megapixels)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # PIL's ways to say "broken"
+        raise InputFileError(f"{path}: not a readable image ({' '.join(str(exc).split())})") from None
     record = None
     if JSON_KEY in text:
         try:
             record = json.loads(text[JSON_KEY])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise InputFileError(f"{path}: its ldm metadata chunk is not valid JSON") from None
-    return {JSON_KEY: record, A1111_KEY: text.get(A1111_KEY)}
+        if not isinstance(record, dict):
+            raise InputFileError(f"{path}: its ldm metadata chunk is JSON {type(record).__name__}, not an object; "
+                                 "it was not written by ldm")
+    parameters = text.get(A1111_KEY)
+    return {JSON_KEY: record, A1111_KEY: parameters if isinstance(parameters, str) else None}

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ldm_cli.errors import printable
 from ldm_cli.pipeline import img2img
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
 from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
@@ -22,7 +23,7 @@ from ldm_cli.pipeline.text import dropped_words
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def load_model(settings: GenerateSettings) -> tuple[Components, str, object, float]:
@@ -40,9 +41,10 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
         source, "cpu" if settings.performance.offload else device, dtype, offline=m.offline, allow_pickle=m.allow_pickle, single_file_config=m.config
     )
     if settings.loras:  # merged into the weights after loading, in the order given
-        from ldm_cli.models.lora import apply_loras, parse_lora_arg
+        from ldm_cli.models.lora import parse_lora_arg
+        from ldm_cli.models.lora_checks import apply_loras_checked
 
-        apply_loras(components.unet, components.text_encoder, [parse_lora_arg(v) for v in settings.loras])
+        apply_loras_checked(components.unet, components.text_encoder, [parse_lora_arg(v) for v in settings.loras])
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
     return components, device, dtype, time.perf_counter() - started
 
