@@ -14,10 +14,8 @@ The learning rate is a pure function of the step and the data order a pure funct
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +25,8 @@ import torch
 
 from ldm_cli.errors import INTERRUPT_EXIT, LdmError, UsageError
 from ldm_cli.training import checkpoints as ckpt
+from ldm_cli.training.run_record import finish_run_file, record_status, resume_hint, write_run_files
+from ldm_cli.training.signals import install_signals, restore_signals
 from ldm_cli.training.settings import DEFAULT_MAX_STEPS, FinetuneSettings
 
 
@@ -62,63 +62,31 @@ def train(settings: FinetuneSettings) -> int:
     try:
         resume(run)  # a refused resume raises here, before any record of the run is touched
         if run.accelerator.is_main_process:
-            _write_run_files(settings, run.report, run.components, settings.resolution or run.components.native_size)
+            write_run_files(settings, run.report, run.components, settings.resolution or run.components.native_size)
             run.recording = True
         interrupted = loop(run)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint of this step
-        _record_status(run, "interrupted")
+        record_status(run, "interrupted")
         say(run, f"stopped at once at step {run.step}; the last checkpoint is {run.last_checkpoint or 'none'}; "
-                 f"continue with: {_resume_hint(run)}")
+                 f"continue with: {resume_hint(run)}")
         return INTERRUPT_EXIT
     except BaseException as exc:
-        _record_status(run, "failed", error=" ".join(str(exc).split()) or type(exc).__name__)
+        record_status(run, "failed", error=" ".join(str(exc).split()) or type(exc).__name__)
         raise
     finally:
-        _restore_signals()
+        restore_signals()
     if interrupted:
-        _record_status(run, "interrupted")
+        record_status(run, "interrupted")
         run.accelerator.wait_for_everyone()
         say(run, f"stopped by {interrupted} at step {run.step}; checkpoint {run.last_checkpoint}; "
-                 f"continue with: {_resume_hint(run)}")
+                 f"continue with: {resume_hint(run)}")
         return INTERRUPT_EXIT
     try:
         export(run)
     except BaseException as exc:
-        _record_status(run, "failed", error=" ".join(str(exc).split()) or type(exc).__name__)
+        record_status(run, "failed", error=" ".join(str(exc).split()) or type(exc).__name__)
         raise
     return 0
-
-
-def _resume_hint(run: Run) -> str:
-    from ldm_cli.training.resume_hint import resume_command
-
-    s = run.settings
-    return resume_command(s, s.model.model or run.components.source.spec, _default_validation_prompts())
-
-
-def _default_validation_prompts() -> tuple[str, ...]:
-    from ldm_cli.training.settings import default_validation_file
-
-    path = default_validation_file()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines() if path is not None else []
-    except (OSError, UnicodeDecodeError):
-        return ()
-    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
-
-
-def _record_status(run: Run, status: str, **extra) -> None:
-    """Write how the run ended into run.json (only a run.json this process wrote); never masks the error."""
-    if not run.recording:
-        return
-    path = run.settings.output / "run.json"
-    try:
-        record = json.loads(path.read_text())
-        record.update(status=status, steps=run.step, last_checkpoint=str(run.last_checkpoint) if run.last_checkpoint else None,
-                      final_loss=run.last_loss if math.isfinite(run.last_loss) else None, **extra)
-        _write_json(path, record)
-    except (OSError, ValueError):
-        pass  # a full disk may refuse even this; the error itself is what the user must see
 
 
 # 1-3. set-up ---------------------------------------------------------------------------------
@@ -159,7 +127,7 @@ def setup(s: FinetuneSettings) -> Run:
     generator = torch.Generator().manual_seed(s.seed * 7919 + accelerator.process_index)
     run = Run(s, accelerator, components, report, DDPMScheduler.from_config(components.scheduler_config), latents, captions,
               plan, unet, text_encoder, params, optimizer, ema, generator, max_steps)
-    _install_signals(run)
+    install_signals(run)
     return run
 
 
@@ -429,7 +397,7 @@ def export(run: Run) -> None:
                 ema = {k[len("unet."):]: v for k, v in run.ema.state_dict().items() if k.startswith("unet.")}
             save_full_model(s.output, run.components, unet, text_encoder, ema)
             result = s.output
-        _finish_run_file(s, run, result, grid)
+        finish_run_file(s, run, result, grid)
         say(run, f"saved {result}")
     acc.wait_for_everyone()
 
@@ -447,78 +415,6 @@ def _check_processes_agree(run: Run) -> None:
 
 def lora_path(s: FinetuneSettings) -> Path:
     return s.output / f"{s.output.resolve().name}.safetensors"
-
-
-def _write_run_files(s: FinetuneSettings, report, components, resolution: int) -> None:
-    from ldm_cli.errors import write_error
-
-    try:
-        s.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(exc, s.output, "choose another --output") from None
-    _write_json(s.output / "data-report.json", report.to_dict())
-    record = {"status": "running", "command": "ldm finetune", "pid": os.getpid(), "settings": s.to_record(),
-              "resolution": resolution, "model": {"spec": components.source.spec, "kind": components.source.kind},
-              "data": report.to_dict()}
-    _write_json(s.output / "run.json", record)
-
-
-def _finish_run_file(s: FinetuneSettings, run: Run, result: Path, grid: Path | None) -> None:
-    record = json.loads((s.output / "run.json").read_text())
-    record.update(status="finished", steps=run.step, final_loss=run.last_loss, output=str(result),
-                  validation_grid=str(grid) if grid else None, settings=s.to_record())
-    _write_json(s.output / "run.json", record)
-
-
-def _write_json(path: Path, record: dict) -> None:
-    """Atomically: the old file stays whole until the new one is complete (a full disk keeps the old)."""
-    from ldm_cli.errors import write_error
-
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_error(exc, path) from None
-
-
-# signals and messages --------------------------------------------------------------------------
-
-_PREVIOUS: dict = {}
-
-
-def _install_signals(run: Run) -> None:
-    """First Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit. A second one stops at once;
-    any more while stopping are ignored, so the clean-up runs to the end and no traceback appears."""
-
-    def handler(signum, frame):
-        run.stop_signal.append(signal.Signals(signum).name)
-        if len(run.stop_signal) == 2:
-            raise KeyboardInterrupt
-        if len(run.stop_signal) == 1:
-            print(f"\nldm: {signal.Signals(signum).name} received; saving a checkpoint after this step "
-                  "(send it again to stop at once)", file=sys.stderr, flush=True)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        _PREVIOUS[sig] = signal.signal(sig, handler)
-    _STOPPING.clear()
-    _STOPPING.append(run.stop_signal)
-
-
-_STOPPING: list = []
-
-
-def _restore_signals() -> None:
-    """Give the signals back; after a stop signal keep ignoring them until the process has exited."""
-    stopping = bool(_STOPPING and _STOPPING[0])
-    while _PREVIOUS:
-        sig, previous = _PREVIOUS.popitem()
-        signal.signal(sig, _ignore if stopping else previous)
-
-
-def _ignore(signum, frame) -> None:
-    """A further Ctrl-C while a stopped run exits: already stopping."""
 
 
 def say(run: Run, message: str) -> None:
