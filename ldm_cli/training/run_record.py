@@ -50,7 +50,6 @@ def write_json(path: Path, record: dict) -> None:
         raise write_error(exc, path) from None
 
 
-
 def resume_hint(run) -> str:
     from ldm_cli.training.resume_hint import resume_command
 
@@ -79,5 +78,5 @@ def record_status(run, status: str, **extra) -> None:
         record.update(status=status, steps=run.step, last_checkpoint=str(run.last_checkpoint) if run.last_checkpoint else None,
                       final_loss=run.last_loss if math.isfinite(run.last_loss) else None, **extra)
         write_json(path, record)
-    except (OSError, ValueError):
-        pass  # a full disk may refuse even this; the error itself is what the user must see
+    except Exception:  # noqa: BLE001 - a full disk may refuse even this; the error itself is what the user must see
+        pass
