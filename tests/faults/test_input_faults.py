@@ -154,7 +154,7 @@ def test_a_batch_with_bad_files_does_the_good_ones_and_names_every_bad_one(tmp_p
     for name in ("a.png", "c.png"):
         (folder / name).write_bytes(good_png.read_bytes())
     (folder / "b.png").write_bytes(b"junk")
-    (folder / "d.png").write_bytes(good_png.read_bytes()[:200])  # truncated
+    (folder / "d.png").write_bytes(good_png.read_bytes()[: len(good_png.read_bytes()) // 2])  # truncated
     result = ldm("encode", folder, "--model", tiny_model, "-o", tmp_path / "lat", cwd=tmp_path)
     line = assert_clean_failure(result, 1, "2 of 4 images were not encoded", "b.png", "d.png", lines=3)
     assert "the other 2 were" in line
