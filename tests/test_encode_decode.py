@@ -220,7 +220,7 @@ def test_bad_encode_inputs(ldm, tiny_model, tmp_path):
         (["missing.png"], "missing.png: no such file"),
         (["in/good.png", "--seed", "3"], "add --sample"),
         (["in/good.png", "--resize", "squash", "--dim", "64"], "--resize 'squash'"),
-        (["in/good.png", "--dim", "60"], "--height 60"),
+        (["in/good.png", "--dim", "60"], "--dim 60"),
         (["in", "-o", "one.latent.safetensors"], "one file name for 2 inputs"),
         (["in/good.png", "-o", "good.png"], "ending in .latent.safetensors"),
     ]
