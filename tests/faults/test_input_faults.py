@@ -122,16 +122,18 @@ def test_loras_that_do_not_fit_or_hold_nan(tmp_path, tiny_model):
     assert_untouched(before, tmp_path)
 
 
-@pytest.mark.parametrize("header, needle", [
-    ({"scaling_factor": "nan"}, "scaling_factor nan"),
-    ({"scaling_factor": "inf"}, "scaling_factor inf"),
-    ({"shift_factor": "-inf"}, "shift_factor -inf"),
-    ({"format_version": "one"}, "format_version 'one'"),
-])
-def test_latent_headers_with_numbers_decoding_cannot_use(tmp_path, tiny_model, header, needle):
-    latents = _latents(tmp_path / "bad.latent.safetensors", **header)
+def test_latent_headers_with_numbers_decoding_cannot_use(tmp_path, tiny_model):
+    """One batch of four bad headers: each file is named with its own reason (no model is loaded)."""
+    cases = {"nan.latent.safetensors": ({"scaling_factor": "nan"}, "scaling_factor nan"),
+             "inf.latent.safetensors": ({"scaling_factor": "inf"}, "scaling_factor inf"),
+             "shift.latent.safetensors": ({"shift_factor": "-inf"}, "shift_factor -inf"),
+             "version.latent.safetensors": ({"format_version": "one"}, "format_version 'one'")}
+    files = [_latents(tmp_path / name, **header) for name, (header, _) in cases.items()]
     before = snapshot(tmp_path)
-    assert_clean_failure(ldm("decode", latents, "--model", tiny_model, cwd=tmp_path), 1, needle)
+    result = ldm("decode", *files, "--model", tiny_model, cwd=tmp_path)
+    assert_clean_failure(result, 1, "none of the 4 latent files could be used", lines=5)
+    for (name, (_, needle)), line in zip(cases.items(), result.error_lines):
+        assert name in line and needle in line, line
     assert_untouched(before, tmp_path)
 
 
