@@ -18,12 +18,13 @@ _MODEL_FLAGS = {"model": "--model", "revision": "--revision", "offline": "--offl
                 "allow_pickle": "--allow-pickle", "config": "--config"}
 
 
-def resume_command(s: FinetuneSettings, model_spec: str, default_prompts: tuple[str, ...] = ()) -> str:
-    """`ldm finetune DATA -o OUT --model SPEC ... --resume latest` for the settings of this run."""
-    words = ["ldm", "finetune", str(s.data), "-o", str(s.output), "--model", model_spec]
+def resume_command(s: FinetuneSettings, model_spec: str, resolution: int, default_prompts: tuple[str, ...] = ()) -> str:
+    """`ldm finetune DATA -o OUT --model SPEC --resolution R ... --resume latest` for the settings of this run
+    (the model and resolution always, resolved, so that another $LDM_MODEL cannot change what resumes)."""
+    words = ["ldm", "finetune", str(s.data), "-o", str(s.output), "--model", model_spec, "--resolution", str(resolution)]
     defaults = FinetuneSettings(data=s.data, output=s.output)
     for f in fields(s):
-        if f.name in _SKIP or f.name == "output":
+        if f.name in _SKIP or f.name in ("output", "resolution"):
             continue
         value, default = getattr(s, f.name), getattr(defaults, f.name)
         if value == default or (f.name == "validation_prompts" and value == default_prompts):

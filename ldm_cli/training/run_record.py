@@ -54,7 +54,8 @@ def resume_hint(run) -> str:
     from ldm_cli.training.resume_hint import resume_command
 
     s = run.settings
-    return resume_command(s, s.model.model or run.components.source.spec, _default_validation_prompts())
+    return resume_command(s, s.model.model or run.components.source.spec, s.resolution or run.components.native_size,
+                          _default_validation_prompts())
 
 
 def _default_validation_prompts() -> tuple[str, ...]:

@@ -175,3 +175,16 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(tmp_
     (run / "checkpoints" / "checkpoint-000001" / "state.json").write_text("{}")
     with pytest.raises(UsageError, match="checkpoints"):
         validate_finetune(settings)
+
+
+def test_the_resume_hint_repeats_every_setting_that_differs_from_its_default():
+    from ldm_cli.pipeline.config import ModelSettings
+    from ldm_cli.training.resume_hint import resume_command
+    from ldm_cli.training.settings import FinetuneSettings
+
+    s = FinetuneSettings(data=Path("my data"), output=Path("runs/x"), rank=4, flip=True, buckets=False, lr=2e-4,
+                         validation_prompts=("a b",), model=ModelSettings(model=None, offline=True))
+    hint = resume_command(s, "org/model", 512, default_prompts=())
+    assert shlex.split(hint) == ["ldm", "finetune", "my data", "-o", "runs/x", "--model", "org/model", "--resolution", "512",
+                                 "--rank", "4", "--lr", "0.0002", "--flip", "--no-buckets", "--validation-prompt", "a b",
+                                 "--offline", "--resume", "latest"]
