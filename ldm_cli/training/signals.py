@@ -35,12 +35,11 @@ _STOPPING: list = []
 
 
 def restore_signals() -> None:
-    """Give the signals back; after a stop signal keep ignoring them until the process has exited."""
+    """Give the signals back; after a stop signal keep ignoring them until the process has exited.
+
+    SIG_IGN rather than a Python handler: at exit the interpreter resets its own handlers to the
+    default, and a late Ctrl-C would then kill the process (exit -2) after it had cleaned up."""
     stopping = bool(_STOPPING and _STOPPING[0])
     while _PREVIOUS:
         sig, previous = _PREVIOUS.popitem()
-        signal.signal(sig, _ignore if stopping else previous)
-
-
-def _ignore(signum, frame) -> None:
-    """A further Ctrl-C while a stopped run exits: already stopping."""
+        signal.signal(sig, signal.SIG_IGN if stopping else previous)
