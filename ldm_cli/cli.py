@@ -15,7 +15,7 @@ from ldm_cli.commands import inspect as inspect_commands
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
 from ldm_cli.commands import explain as explain_commands
-from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, report
+from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, OutputError, os_cause, report
 
 app = typer.Typer(
     name="ldm",
@@ -39,8 +39,11 @@ explain_commands.register(app)
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app and map every failure to one line and an exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    real_stdout = sys.stdout
+    sys.stdout = _GuardedStream(real_stdout)
     try:
         result = app(args=argv, prog_name="ldm", standalone_mode=False)
+        sys.stdout.flush()  # a full disk or closed pipe on stdout shows here, not at interpreter exit
     except typer.Abort:
         sys.exit(report(KeyboardInterrupt()))
     except typer.exceptions.TyperException as exc:  # bad flags or values found by the parser
@@ -49,9 +52,47 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, SystemExit):
             raise
         sys.exit(report(exc))
+    finally:
+        sys.stdout = real_stdout
     if result == INTERRUPT_EXIT:  # Typer turns Ctrl-C inside a command into Exit(130)
         sys.exit(report(KeyboardInterrupt()))
     sys.exit(result if isinstance(result, int) else 0)
+
+
+class _GuardedStream:
+    """stdout that turns a failed write (/dev/full, a closed pipe) into one OutputError line."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        return self._guard(self._stream.write, text)
+
+    def flush(self):
+        return self._guard(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as exc:
+            _silence_stdout(self._stream)
+            raise OutputError(f"cannot write to standard output: {os_cause(exc)}") from None
+
+
+def _silence_stdout(stream) -> None:
+    """After stdout failed, point fd 1 at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        if stream.fileno() == 1:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _usage_error(exc) -> int:

@@ -213,12 +213,14 @@ def test_bad_encode_inputs(ldm, tiny_model, tmp_path):
     (tmp_path / "in" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     result = ldm("encode", "in", "--model", tiny_model, "-o", "out")
     assert result.code == 1 and "bad.jpg" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists()  # every image is checked before anything is written
+    # the good image is still encoded; the bad one is named and the batch fails at the end (issue 11)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.latent.safetensors"]
+    assert "1 of 2 images were not encoded (in/bad.jpg" in result.stderr
     cases = [
         (["missing.png"], "missing.png: no such file"),
         (["in/good.png", "--seed", "3"], "add --sample"),
         (["in/good.png", "--resize", "squash", "--dim", "64"], "--resize 'squash'"),
-        (["in/good.png", "--dim", "60"], "--height 60"),
+        (["in/good.png", "--dim", "60"], "--dim 60"),
         (["in", "-o", "one.latent.safetensors"], "one file name for 2 inputs"),
         (["in/good.png", "-o", "good.png"], "ending in .latent.safetensors"),
     ]

@@ -113,12 +113,19 @@ def load_image_folder(folder: Path, crop: int):
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UsageError(f"DATA {folder}: no images ({', '.join(IMAGE_SUFFIXES)}); make some with `ldm demo-data {folder}`")
+    import warnings
+
     arrays = []
     for path in files:
         try:
-            with Image.open(path) as image:
-                arrays.append(np.asarray(image.convert("RGB")))
-        except (OSError, UnidentifiedImageError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    arrays.append(np.asarray(image.convert("RGB")))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputFileError(f"{path}: refusing a possible decompression bomb (it claims over "
+                                 f"{Image.MAX_IMAGE_PIXELS // 10**6} megapixels); remove or replace it") from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
             raise InputFileError(f"{path}: not a readable image; remove or replace it") from None
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:

@@ -72,8 +72,9 @@ def encode(
 ) -> int:
     from ldm_cli.pipeline import codec
     from ldm_cli.pipeline.config import ModelSettings
-    from ldm_cli.files.image_io import SizePolicy
+    from ldm_cli.files.image_io import SizePolicy, check_multiple
 
+    check_multiple("--dim", dim)  # before it becomes --height/--width, so the message names what was typed
     settings = codec.EncodeSettings(
         inputs=tuple(images), out=out, sample=sample, seed=seed,
         size=SizePolicy(height if height is not None else dim, width if width is not None else dim, resize),

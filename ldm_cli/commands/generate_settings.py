@@ -23,7 +23,11 @@ def build_settings(args: dict) -> GenerateSettings:
     if args["from_image"] is not None:
         values.update(settings_from_image(args["from_image"], args.get("lora_dir"), args.get("embeddings_dir")))
     explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
+    unknown_sampler = values.pop("unknown_sampler", None)
+    if unknown_sampler is not None and explicit.get("scheduler") is None:
+        raise UsageError(f"--from {args['from_image']}: {_unknown_sampler_text(unknown_sampler)}")
     if args["dim"] is not None:
+        check_dim(args["dim"])
         explicit.setdefault("height", args["dim"])
         explicit.setdefault("width", args["dim"])
     if "scheduler" in explicit and "schedule_type" not in explicit:
@@ -34,6 +38,8 @@ def build_settings(args: dict) -> GenerateSettings:
     prompts = _prompts(args, values.pop("prompt", None))
     if values.get("scheduler") is not None:  # A1111 names ("DPM++ 2M Karras") -> ours and a schedule type
         values["scheduler"], values["schedule_type"] = resolve_sampler(values["scheduler"], values.get("schedule_type"))
+    for flag, text in [("PROMPT", p) for p in prompts] + [("--negative-prompt", values["negative_prompt"])]:
+        check_text(flag, text)
     check_device_and_dtype(args["device"], args["dtype"])
     settings = GenerateSettings(
         prompts=prompts,
@@ -87,6 +93,29 @@ def build_settings(args: dict) -> GenerateSettings:
     if settings.model.config is not None and not settings.model.config.is_dir():
         raise UsageError(f"--config {settings.model.config}: not a folder of component configs")
     return settings
+
+
+def check_dim(dim: int) -> None:
+    """--dim is checked under its own name (it sets --height and --width)."""
+    from ldm_cli.pipeline.config import MAX_SIZE, MIN_SIZE
+
+    if not MIN_SIZE <= dim <= MAX_SIZE or dim % 8:
+        raise UsageError(f"--dim {dim}: must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE} (e.g. 512)")
+
+
+def check_text(flag: str, text: str) -> None:
+    """Arguments arrive with undecodable bytes as surrogates; the tokenizer cannot take them."""
+    from ldm_cli.errors import printable
+
+    bad = next((i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF), None)
+    if bad is not None:
+        raise UsageError(f"{flag} {printable(text)!s}: not valid UTF-8 text (an undecodable byte at character {bad + 1}); "
+                         "fix the text's encoding (your terminal or file should use UTF-8)")
+
+
+def _unknown_sampler_text(sampler: str) -> str:
+    return (f"its A1111 Sampler {sampler!r} is not one ldm knows, so this would not replay the image; "
+            "pass --scheduler NAME to choose one (see `ldm schedulers`)")
 
 
 INPAINT_FLAGS = ("mask", "mask_blur", "keep_unmasked", "inpaint_area", "inpaint_padding", "invert_mask",
@@ -150,13 +179,15 @@ def settings_from_image(path: Path, lora_dirs=None, embedding_dirs=None) -> dict
     if record is not None and "prompt" not in record:
         raise UsageError(f"--from {path}: made by `ldm {record.get('command', '?')}`, not `ldm generate`; it records no prompt")
     if record is not None:
+        from ldm_cli.files.recorded_settings import settings_from_record
+
+        values = settings_from_record(record, path)  # the fields every record has, type-checked
         s = record["settings"]
+        model = record.get("model") if isinstance(record.get("model"), dict) else {}
+        vae = model.get("vae") if isinstance(model.get("vae"), dict) else {}
         return {
-            "prompt": record["prompt"], "seed": record["seed"], "negative_prompt": s["negative_prompt"],
-            "steps": s["steps"], "guidance": s["guidance"], "height": s["height"], "width": s["width"],
-            "scheduler": s["scheduler"], "model": record["model"]["spec"], "revision": record["model"].get("revision"),
-            "vae": (record["model"].get("vae") or {}).get("spec"), "variant": record["model"].get("variant"),
-            "ema": record["model"].get("ema", False),
+            **values,
+            "vae": vae.get("spec"), "variant": model.get("variant"), "ema": model.get("ema", False),
             **_img2img_from_record(record.get("img2img")),
             **inpaint_from_record(record.get("inpaint"), record.get("img2img")),
             **from_record_recipe(s),

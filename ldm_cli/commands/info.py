@@ -22,7 +22,7 @@ def info(
     image: Annotated[Path, typer.Argument(help="An image made by ldm, A1111 (PNG, JPEG, WebP) or Fooocus.", show_default=False)],
     json_output: JsonOpt = False,
 ) -> int:
-    from ldm_cli.errors import InputFileError
+    from ldm_cli.errors import InputFileError, printable
     from ldm_cli.files.metadata import read_png_metadata
 
     if image.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin", ".pth") or image.is_dir():
@@ -36,7 +36,7 @@ def info(
     if chunks.get("fooocus") is not None:
         print("(a Fooocus record, shown as an A1111 infotext; --json prints it as Fooocus wrote it)")
     if chunks["parameters"]:
-        print(chunks["parameters"])
+        print(printable(chunks["parameters"], keep_newlines=True))  # file text: no escape sequences reach the terminal
         print()
     if chunks["ldm"] is not None:
         print(json.dumps(chunks["ldm"], indent=2, sort_keys=True))

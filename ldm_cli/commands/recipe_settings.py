@@ -80,7 +80,7 @@ def _sampler(fields: dict, values: dict, unhonoured: list[str]) -> None:
     try:
         name, kind = resolve_sampler(fields["Sampler"])
     except UsageError:
-        unhonoured.append(f"Sampler: {fields['Sampler']}")
+        values["unknown_sampler"] = fields["Sampler"]  # refused unless --scheduler says what to use
         return
     values["scheduler"] = name
     recorded = fields.get("Schedule type")

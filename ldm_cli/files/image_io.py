@@ -38,8 +38,13 @@ class SizePolicy:
         if self.resize not in RESIZE_MODES:
             raise UsageError(f"--resize {self.resize!r}: choose crop (fill, cut the overflow), pad (fit, white borders) or stretch")
         for flag, value in (("--height", self.height), ("--width", self.width)):
-            if value is not None and (value < MULTIPLE or value % MULTIPLE):
-                raise UsageError(f"{flag} {value}: must be a positive multiple of {MULTIPLE} (e.g. 512)")
+            check_multiple(flag, value)
+
+
+def check_multiple(flag: str, value: int | None) -> None:
+    """A pixel size the VAE accepts; `flag` is the flag the user typed (--dim sets both sides)."""
+    if value is not None and (value < MULTIPLE or value % MULTIPLE):
+        raise UsageError(f"{flag} {value}: must be a positive multiple of {MULTIPLE} (e.g. 512)")
 
 
 @dataclass

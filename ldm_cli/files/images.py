@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from ldm_cli.errors import as_os_error, write_error
 from ldm_cli.files.modes import give_normal_mode
 
 
@@ -36,9 +37,14 @@ def free_path(path: Path, suffix: str | None = None) -> Path:
 def write_new_file(wanted: Path, write: Callable[[Path], None], suffix: str | None = None) -> Path:
     """Write through `write(tmp_path)` to a temporary file beside `wanted`, then hard-link it to
     `wanted` or the next free name. An interrupted write leaves no partial file, and a file that
-    appeared meanwhile is never replaced. Returns the path actually written."""
-    wanted.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".ldm-", suffix=".part", dir=wanted.parent)
+    appeared meanwhile is never replaced. Returns the path actually written; a disk that is full
+    or read-only raises OutputError naming `wanted`."""
+    try:
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(wanted.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{PART_PREFIX}{os.getpid()}-", suffix=".part", dir=wanted.parent)
+    except OSError as exc:
+        raise write_error(exc, wanted) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -51,8 +57,39 @@ def write_new_file(wanted: Path, write: Callable[[Path], None], suffix: str | No
                 return target
             except FileExistsError:
                 continue  # the name was taken between the check and the link: try the next one
+    except Exception as exc:  # noqa: BLE001 - PIL and safetensors wrap the OS error in their own types
+        cause = as_os_error(exc)
+        if cause is None:
+            raise
+        raise write_error(cause, wanted) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+PART_PREFIX = ".ldm-"
+
+
+def remove_stale_parts(folder: Path) -> None:
+    """Delete `.ldm-<pid>-*.part` files whose process is gone (a kill -9 during a write leaves one)."""
+    for part in folder.glob(f"{PART_PREFIX}*-*.part"):
+        pid = part.name[len(PART_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            part.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (ours counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    except OSError:
+        return True
+    return True
 
 
 def save_png(pixels: np.ndarray, path: Path, text: dict[str, str] | None = None) -> Path:

@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 TENSOR_KEY = "latents"
 SUFFIX = ".latent.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".npy")
+MAX_LATENT_VALUE = 1000.0  # SD latents (scaled) stay within about +-10, unscaled within about +-60
 
 
 @dataclass
@@ -55,7 +56,11 @@ class LatentHeader:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], path: Path) -> LatentHeader:
-        version = int(meta.get("format_version", "0") or 0)
+        try:
+            version = int(meta.get("format_version", "0") or 0)
+        except ValueError:
+            raise InputFileError(f"{path}: its latent header has format_version {meta.get('format_version')!r}, "
+                                 "not a number; re-encode the image") from None
         if version > FORMAT_VERSION:
             raise InputFileError(f"{path}: latent format version {version} is newer than this ldm reads ({FORMAT_VERSION}); upgrade ldm")
         values = {}
@@ -63,9 +68,22 @@ class LatentHeader:
             for f in fields(cls):
                 if f.name in meta:
                     values[f.name] = _parse(meta[f.name], f.type)
-            return cls(**values)
+            header = cls(**values)
         except (TypeError, ValueError) as exc:
             raise InputFileError(f"{path}: its ldm latent header is malformed ({exc}); re-encode the image") from None
+        header.check(path)
+        return header
+
+    def check(self, path: Path) -> None:
+        """Numbers decoding divides by must be usable: a NaN scaling factor would pass every comparison."""
+        import math
+
+        if not (math.isfinite(self.scaling_factor) and self.scaling_factor > 0):
+            raise InputFileError(f"{path}: its latent header has scaling_factor {self.scaling_factor}, not a finite "
+                                 "number > 0; the header is damaged, re-encode the image")
+        if not math.isfinite(self.shift_factor):
+            raise InputFileError(f"{path}: its latent header has shift_factor {self.shift_factor}, not a finite "
+                                 "number; the header is damaged, re-encode the image")
 
 
 @dataclass
@@ -181,9 +199,15 @@ def _checked(tensor, path: Path):
         tensor = tensor.unsqueeze(0)  # [C, h, w] -> [1, C, h, w]
     if tensor.ndim != 4 or tensor.shape[0] != 1:
         raise InputFileError(f"{path}: latents must have shape [1, C, H/8, W/8]; this has {list(tensor.shape)}")
+    if 0 in tensor.shape:
+        raise InputFileError(f"{path}: the latents are empty (shape {list(tensor.shape)}); re-encode the image")
     if not tensor.is_floating_point():
         raise InputFileError(f"{path}: latents must be floating point; this is {tensor.dtype}")
     tensor = tensor.float()
     if not torch.isfinite(tensor).all():
         raise InputFileError(f"{path}: the latents contain NaN or infinity; re-encode the image")
+    peak = float(tensor.abs().max()) if tensor.numel() else 0.0
+    if peak > MAX_LATENT_VALUE:
+        raise InputFileError(f"{path}: the latents reach {peak:.3g}, far beyond what a VAE encodes (|value| below "
+                             f"~{MAX_LATENT_VALUE:g}); they were scaled wrongly or are not latents")
     return tensor

@@ -78,26 +78,38 @@ def read_png_metadata(path: Path) -> dict:
 
     PNG text chunks (ours, A1111's), A1111's EXIF UserComment in JPEG/WebP, and Fooocus' JSON record
     (given back as an A1111 infotext in 'parameters', the record itself in 'fooocus')."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     from ldm_cli.files.foreign_metadata import as_fooocus, exif_text, fooocus_to_a1111
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the text chunks are read
             text = dict(getattr(image, "text", {}) or {})
             comment, maker_note = exif_text(image) if A1111_KEY not in text else (None, None)
             jpeg_comment = image.info.get("comment")
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputFileError(f"{path}: not a readable image ({exc})") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: is a folder, not a PNG file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputFileError(f"{path}: refusing a possible decompression bomb (it claims over "
+                             f"{Image.MAX_IMAGE_PIXELS // 10**6} megapixels)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # PIL's ways to say "broken"
+        raise InputFileError(f"{path}: not a readable image ({' '.join(str(exc).split())})") from None
     record = None
     if JSON_KEY in text:
         try:
             record = json.loads(text[JSON_KEY])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise InputFileError(f"{path}: its ldm metadata chunk is not valid JSON") from None
-    parameters = text.get(A1111_KEY) or comment
+        if not isinstance(record, dict):
+            raise InputFileError(f"{path}: its ldm metadata chunk is JSON {type(record).__name__}, not an object; "
+                                 "it was not written by ldm")
+    parameters = text.get(A1111_KEY) if isinstance(text.get(A1111_KEY), str) else None
+    parameters = parameters or comment
     if parameters is None and isinstance(jpeg_comment, bytes) and jpeg_comment.strip():
         parameters = jpeg_comment.decode("utf-8", errors="replace")
     fooocus = as_fooocus(parameters, text.get("fooocus_scheme") or maker_note)

@@ -61,7 +61,9 @@ def parse_lora_arg(value: str) -> LoraSpec:
             scale = float(tail)
             path_text = head
         except ValueError:
-            pass  # a ':' inside the path itself
+            if Path(head).expanduser().is_file():  # FILE:abc names a real file: the scale is what is wrong
+                raise UsageError(f"--lora {value}: the scale {tail!r} is not a number; use FILE:SCALE, e.g. {head}:0.8") from None
+            # else a ':' inside the path itself
     if not math.isfinite(scale):
         raise UsageError(f"--lora {value}: the scale must be a finite number, e.g. FILE:0.8")
     path = Path(path_text).expanduser()

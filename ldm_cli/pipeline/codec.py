@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldm_cli.pipeline.config import MAX_SEED, ModelSettings
-from ldm_cli.errors import InputFileError, ModelError, UsageError
+from ldm_cli.errors import GenerationError, InputFileError, ModelError, UsageError, one_line, printable
 from ldm_cli.files.image_io import SizePolicy, expand_inputs
 from ldm_cli.files.latent_files import SUFFIX, LatentHeader, stem_of
 
@@ -102,7 +102,7 @@ def _target(out: Path | None, file_suffix: str, name: str) -> Path:
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 # --- the VAE alone ---------------------------------------------------------------------------
@@ -174,19 +174,59 @@ def _load_vae_folder(folder: Path, dtype, allow_pickle: bool):
 
 
 def run_encode(s: EncodeSettings, files: list[Path]) -> list[dict]:
+    """Encode every readable image; a bad one is named and skipped, and the batch fails at the end."""
     from ldm_cli.files.image_io import load_image
 
-    for path in files:  # every image is read and checked before the model loads
-        load_image(path, s.size)
+    batch = Batch("images", "encoded", len(files))
+    good = [path for path in files if batch.attempt(path, load_image, path, s.size)]  # all checked before the model loads
+    batch.stop_if_nothing_left(good)
     loaded = load_vae(s.model)
     seed = s.seed
     if s.sample and seed is None:
         seed = secrets.randbelow(2**32)
         say(f"seed {seed} (random)")
     results = []
-    for path in _progress(files, "encoding"):
-        results.append(_encode_one(s, loaded, path, seed))
+    for path in _progress(good, "encoding"):
+        result = batch.attempt(path, _encode_one, s, loaded, path, seed)
+        if result:
+            results.append(result)
+    batch.finish()
     return results
+
+
+class Batch:
+    """The bad files of a batch: each named with its reason as found, one summary line at the end (exit 1).
+
+    Only InputFileError is per file; anything else (disk full, interrupt) stops the whole batch."""
+
+    def __init__(self, what: str, done: str, total: int):
+        self.what, self.done, self.total = what, done, total
+        self.bad: list[tuple[Path, str]] = []
+
+    def attempt(self, path: Path, work, *args):
+        try:
+            return work(*args)
+        except InputFileError as exc:
+            if self.total == 1:
+                raise
+            self.bad.append((path, str(exc)))
+            say(f"ldm: error: {printable(one_line(exc))}")
+            return None
+
+    def stop_if_nothing_left(self, good: list) -> None:
+        if self.bad and not good:
+            raise InputFileError(f"none of the {self.total} {self.what} could be used ({self._names()}); nothing written")
+
+    def finish(self) -> None:
+        if self.bad:
+            written = self.total - len(self.bad)
+            raise InputFileError(f"{len(self.bad)} of {self.total} {self.what} were not {self.done} ({self._names()}; "
+                                 f"reasons above); the other {written} were")
+
+    def _names(self, limit: int = 5) -> str:
+        names = [str(p) for p, _ in self.bad[:limit]]
+        more = f" and {len(self.bad) - limit} more" if len(self.bad) > limit else ""
+        return ", ".join(names) + more
 
 
 def _progress(items, desc: str):
@@ -272,7 +312,7 @@ def _print_encode(s: EncodeSettings, r: dict, elements: int) -> None:
         lines.append(f"  reconstruction PSNR {r['psnr_db']:.2f} dB  SSIM {r['ssim']:.4f}")
     if "channels_png" in r:
         lines.append(f"  channels picture -> {r['channels_png']}")
-    print("\n".join(lines), flush=True)
+    print(printable("\n".join(lines), keep_newlines=True), flush=True)  # file names can hold escape sequences
 
 
 # --- decode ----------------------------------------------------------------------------------
@@ -281,14 +321,26 @@ def _print_encode(s: EncodeSettings, r: dict, elements: int) -> None:
 def run_decode(s: DecodeSettings, files: list[Path]) -> list[dict]:
     from ldm_cli.files.latent_files import load_latents
 
-    latent_files = [load_latents(p, s.model.allow_pickle) for p in files]  # all checked before the model loads
+    batch = Batch("latent files", "decoded", len(files))
+    latent_files = [f for p in files if (f := batch.attempt(p, load_latents, p, s.model.allow_pickle))]  # before the model
+    batch.stop_if_nothing_left(latent_files)
     model = _decode_model(s, latent_files)
     loaded = load_vae(model)
     results = []
     for latent_file in _progress(latent_files, "decoding"):
-        check_fits(latent_file, loaded.vae, loaded.spec, loaded.sha256)
-        results.append(_decode_one(s, loaded, latent_file))
+        result = batch.attempt(latent_file.path, _check_and_decode, s, loaded, latent_file)
+        if result:
+            results.append(result)
+    batch.finish()
     return results
+
+
+def _check_and_decode(s: DecodeSettings, loaded: LoadedVae, latent_file) -> dict:
+    check_fits(latent_file, loaded.vae, loaded.spec, loaded.sha256)
+    try:
+        return _decode_one(s, loaded, latent_file)
+    except GenerationError as exc:  # NaN/inf pixels from this file's latents: this file's problem
+        raise InputFileError(f"{latent_file.path}: {exc}") from None
 
 
 def _decode_model(s: DecodeSettings, latent_files) -> ModelSettings:
@@ -360,7 +412,7 @@ def _decode_one(s: DecodeSettings, loaded: LoadedVae, latent_file) -> dict:
         print(json.dumps(result), flush=True)
     else:
         note = "  (tiled VAE)" if tiled else ""
-        print(f"{latent_file.path} -> {path}  {result['size'][0]}x{result['size'][1]}{note}", flush=True)
+        print(printable(f"{latent_file.path} -> {path}  {result['size'][0]}x{result['size'][1]}{note}"), flush=True)
     return result
 
 

@@ -8,6 +8,9 @@ import torch
 from ldm_cli.errors import GenerationError
 
 
+SANE_LATENT_PEAK = 1000.0  # scaled SD latents stay within about +-10; 1000 is far beyond any real encoding
+
+
 def unscale(vae, latents):
     """Latents live in the diffusion model's space (x * scaling_factor); the VAE wants them back."""
     shift = getattr(vae.config, "shift_factor", None) or 0.0
@@ -27,7 +30,12 @@ def decode(vae, latents) -> torch.Tensor:
         if not torch.isfinite(pixels).all() and vae.dtype != torch.float32:
             pixels = _decode_in_float32(vae, latents)
     if not torch.isfinite(pixels).all():
-        raise GenerationError("the VAE decoded NaN/inf pixels even in float32; the model weights may be corrupt")
+        peak = float(latents.abs().max())
+        if peak > SANE_LATENT_PEAK:  # the input is to blame, not the weights
+            raise GenerationError(f"the latents reach {peak:.3g}, far beyond what a VAE works with (|value| below "
+                                  f"~{SANE_LATENT_PEAK:g}), so the VAE decoded NaN/inf; they were scaled wrongly")
+        raise GenerationError("the VAE decoded NaN/inf pixels even in float32 from ordinary latents; "
+                              "the VAE weights may be corrupt")
     return (pixels.float() / 2 + 0.5).clamp(0, 1)
 
 

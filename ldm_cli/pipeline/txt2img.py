@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ldm_cli.errors import printable
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
 from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
@@ -22,7 +23,7 @@ from ldm_cli.pipeline.start import resolve_start
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[Components, str, object, float]:
@@ -45,11 +46,12 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
         from ldm_cli.models.embeddings import install
 
         install(components.tokenizer, components.text_encoder, list(embeddings))
-    from ldm_cli.models.lora import apply_loras, parse_lora_arg
+    from ldm_cli.models.lora import parse_lora_arg
+    from ldm_cli.models.lora_checks import apply_loras_checked
 
     loras = [parse_lora_arg(v) for v in settings.loras] if loras is None else loras
     if loras:  # merged into the weights after loading, in the order given
-        for spec, info in zip(loras, apply_loras(components.unet, components.text_encoder, loras)):
+        for spec, info in zip(loras, apply_loras_checked(components.unet, components.text_encoder, loras)):
             say(f"lora {spec.path.name}: {info.summary()}, scale {spec.scale:g}")
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
     return components, device, dtype, time.perf_counter() - started

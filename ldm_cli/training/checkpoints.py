@@ -19,11 +19,13 @@ import re
 import shutil
 from pathlib import Path
 
-from ldm_cli.errors import LdmError
+from ldm_cli.errors import LdmError, as_os_error, write_error
 from ldm_cli.files.modes import give_normal_mode
 
 FORMAT = 1
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+TMP_PREFIX = ".tmp-checkpoint-"
+_TMP_NAME = re.compile(r"^\.tmp-checkpoint-\d+-(\d+)$")  # the writer's process id comes last
 
 
 def checkpoints_dir(output: Path) -> Path:
@@ -45,31 +47,64 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 
 def save_checkpoint(output: Path, step: int, tensors: dict, objects: dict, state: dict, keep: int) -> Path:
-    """Write a complete checkpoint for `step`, then prune to the newest `keep`. Returns its folder."""
-    import torch
-    from safetensors.torch import save_file
+    """Write a complete checkpoint for `step`, then prune to the newest `keep`. Returns its folder.
 
+    A failed or interrupted write removes its temporary folder; a full or read-only disk raises
+    OutputError naming the checkpoint, and the checkpoints already there stay as they were."""
     final = checkpoints_dir(output) / f"checkpoint-{step:06d}"
     if (final / "state.json").is_file():
         return final  # this step is already safe on disk
-    tmp = checkpoints_dir(output) / f".tmp-checkpoint-{step:06d}-{os.getpid()}"
+    remove_stale_temporaries(output)
+    tmp = checkpoints_dir(output) / f"{TMP_PREFIX}{step:06d}-{os.getpid()}"
+    try:
+        _write_temporary(tmp, tensors, objects, state)
+        if final.exists():  # a leftover without state.json: never complete, safe to replace
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException as exc:  # noqa: BLE001 - also Ctrl-C: never leave a half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = as_os_error(exc) if isinstance(exc, Exception) else None
+        if cause is not None:
+            raise write_error(cause, final, "free some space (checkpoints already saved are intact), then --resume latest") from None
+        raise
+    _fsync_dir(final.parent)
+    for old in list_checkpoints(output)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_temporary(tmp: Path, tensors: dict, objects: dict, state: dict) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     for name, weights in tensors.items():
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / f"{name}.safetensors"))
     for name, obj in objects.items():
-        torch.save(obj, tmp / f"{name}.pt")
+        with open(tmp / f"{name}.pt", "wb") as handle:  # through a Python file, so a full disk is an OSError
+            torch.save(obj, handle)
     (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=2, sort_keys=True))
     give_normal_mode(tmp)  # safetensors writes 0600; a checkpoint is the user's file like any other
     _fsync_folder(tmp)
-    if final.exists():  # a leftover without state.json: never complete, safe to replace
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    for old in list_checkpoints(output)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+
+
+def remove_stale_temporaries(output: Path) -> list[Path]:
+    """Delete `.tmp-checkpoint-NNNNNN-PID` folders whose process is gone (left by a kill during a write);
+    a live process's folder (another run writing now) is left alone. Returns what was removed."""
+    from ldm_cli.files.images import process_alive
+
+    folder = checkpoints_dir(output)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f"{TMP_PREFIX}*"):
+        match = _TMP_NAME.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def load_checkpoint(folder: Path) -> tuple[dict, dict, dict]:

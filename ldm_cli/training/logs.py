@@ -21,8 +21,13 @@ class TrainLog:
         self.tensorboard = _tensorboard_writer(Path(output) / "tensorboard", resume_step)
 
     def write(self, row: dict) -> None:
-        self.writer.writerow({k: row[k] for k in FIELDS})
-        self.handle.flush()
+        try:
+            self.writer.writerow({k: row[k] for k in FIELDS})
+            self.handle.flush()
+        except OSError as exc:  # a full disk: name the file, not just the errno
+            from ldm_cli.errors import write_error
+
+            raise write_error(exc, self.path, "free some space, then --resume latest (the checkpoints are intact)") from None
         if self.tensorboard is not None:
             self.tensorboard.add_scalar("train/loss", row["loss"], row["step"])
             self.tensorboard.add_scalar("train/lr", row["lr"], row["step"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ldm_cli.errors import as_os_error, write_error
 from ldm_cli.files.modes import give_normal_mode
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -66,9 +67,16 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    give_normal_mode(tmp)  # safetensors writes 0600; a LoRA is shared like any other file
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        give_normal_mode(tmp)  # safetensors writes 0600; a LoRA is shared like any other file
+        os.replace(tmp, path)
+    except BaseException as exc:  # noqa: BLE001 - never leave a half-written file, say why it failed
+        tmp.unlink(missing_ok=True)
+        cause = as_os_error(exc) if isinstance(exc, Exception) else None
+        if cause is not None:
+            raise write_error(cause, path, "free some space, then --resume latest (the checkpoints are intact)") from None
+        raise
     return path
 
 

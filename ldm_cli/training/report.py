@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ldm_cli.errors import InputFileError
+from ldm_cli.errors import InputFileError, printable
 from ldm_cli.training.data import DataReport, scan
 from ldm_cli.training.settings import FinetuneSettings
 
@@ -27,7 +27,7 @@ def scan_data(settings: FinetuneSettings, resolution: int, tokenizer, printer=No
     report = scan(settings.data, resolution, settings.buckets, tokenizer, skip=settings.output)
     if printer is not None:
         for line in report.lines():
-            printer(line)
+            printer(printable(line))  # file names and reasons come from the data folder
     if settings.strict and (report.bad or report.warnings):
         raise InputFileError(
             f"--strict: the data report lists {len(report.bad)} bad items and {len(report.warnings)} warnings; "

@@ -124,6 +124,8 @@ def validate_finetune(s: FinetuneSettings) -> None:
     for prompt in s.validation_prompts:
         if not prompt.strip():
             raise UsageError("--validation-prompt is empty; describe an image to render during training")
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in prompt):
+            raise UsageError("--validation-prompt: not valid UTF-8 text (an undecodable byte in it); fix its encoding")
     if s.resume not in (None, "latest"):
         path = Path(s.resume)
         if not (path / "state.json").is_file():
@@ -137,11 +139,35 @@ def _check_output(s: FinetuneSettings) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out}: is a file; choose a folder name")
     if not s.check_only and s.resume is None and (out / "run.json").exists():
-        raise UsageError(f"--output {out}: already holds a run; pass --resume latest to continue it, "
-                         "or choose another --output")
+        why = _work_in(out)
+        if why:
+            raise UsageError(f"--output {out}: already holds a run ({why}); pass --resume latest to continue it, "
+                             "or choose another --output")
     data, target = s.data.resolve(), out.resolve()
     if target == data:
         raise UsageError(f"--output {out}: is the data folder; choose another folder")
+
+
+def _work_in(out: Path) -> str | None:
+    """What a run folder holds that a fresh start would lose, or None: a run that failed before its
+    first checkpoint holds nothing, so a plain re-run may start it over."""
+    import json
+
+    from ldm_cli.files.images import process_alive
+    from ldm_cli.training.checkpoints import list_checkpoints
+
+    try:
+        record = json.loads((out / "run.json").read_text())
+        status, pid = record.get("status"), record.get("pid")
+    except (OSError, ValueError, AttributeError):
+        return "its run.json is unreadable"
+    if status == "finished":
+        return "a finished run"
+    if list_checkpoints(out):
+        return "checkpoints"
+    if status == "running" and (not isinstance(pid, int) or process_alive(pid)):
+        return "a run that is still going" if isinstance(pid, int) else "a run with status running"
+    return None
 
 
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:

@@ -14,9 +14,8 @@ The learning rate is a pure function of the step and the data order a pure funct
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import signal
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ import torch
 
 from ldm_cli.errors import INTERRUPT_EXIT, LdmError, UsageError
 from ldm_cli.training import checkpoints as ckpt
+from ldm_cli.training.run_record import finish_run_file, record_status, resume_hint, write_run_files
+from ldm_cli.training.signals import install_signals, restore_signals
 from ldm_cli.training.settings import DEFAULT_MAX_STEPS, FinetuneSettings
 
 
@@ -53,21 +54,38 @@ class Run:
     last_loss: float = math.nan
     last_checkpoint: Path | None = None
     stop_signal: list = field(default_factory=list)
+    recording: bool = False  # this process wrote run.json, so it records how the run ends
 
 
 def train(settings: FinetuneSettings) -> int:
     run = setup(settings)
     try:
-        resume(run)
+        resume(run)  # a refused resume raises here, before any record of the run is touched
+        if run.accelerator.is_main_process:
+            write_run_files(settings, run.report, run.components, settings.resolution or run.components.native_size)
+            run.recording = True
         interrupted = loop(run)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint of this step
+        record_status(run, "interrupted")
+        say(run, f"stopped at once at step {run.step}; the last checkpoint is {run.last_checkpoint or 'none'}; "
+                 f"continue with: {resume_hint(run)}")
+        return INTERRUPT_EXIT
+    except BaseException as exc:
+        record_status(run, "failed", error=" ".join(str(exc).split()) or type(exc).__name__)
+        raise
     finally:
-        _restore_signals()
+        restore_signals()
     if interrupted:
+        record_status(run, "interrupted")
         run.accelerator.wait_for_everyone()
         say(run, f"stopped by {interrupted} at step {run.step}; checkpoint {run.last_checkpoint}; "
-                 f"continue with: ldm finetune {settings.data} -o {settings.output} --resume latest")
+                 f"continue with: {resume_hint(run)}")
         return INTERRUPT_EXIT
-    export(run)
+    try:
+        export(run)
+    except BaseException as exc:
+        record_status(run, "failed", error=" ".join(str(exc).split()) or type(exc).__name__)
+        raise
     return 0
 
 
@@ -93,7 +111,7 @@ def setup(s: FinetuneSettings) -> Run:
     printer = (lambda line: print(line, file=sys.stderr, flush=True)) if accelerator.is_main_process else None
     report = scan_data(s, resolution, components.tokenizer, printer)
     if accelerator.is_main_process:
-        _write_run_files(s, report, components, resolution)
+        ckpt.remove_stale_temporaries(s.output)  # debris of a run killed while writing a checkpoint
     hashes = component_hashes(components)
     cache = TensorCache(cache_dir() / "finetune")
     latents = Latents(report.items, components.vae, hashes.get("vae") or hashes.get("checkpoint", "?"), s.crop, s.flip, cache)
@@ -109,14 +127,12 @@ def setup(s: FinetuneSettings) -> Run:
     generator = torch.Generator().manual_seed(s.seed * 7919 + accelerator.process_index)
     run = Run(s, accelerator, components, report, DDPMScheduler.from_config(components.scheduler_config), latents, captions,
               plan, unet, text_encoder, params, optimizer, ema, generator, max_steps)
-    _install_signals(run)
+    install_signals(run)
     return run
 
 
 def _distributed_without_gpu() -> bool:
     """Several processes (torchrun / accelerate launch) on a machine without CUDA: use CPU and gloo."""
-    import os
-
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -379,7 +395,7 @@ def export(run: Run) -> None:
                 ema = {k[len("unet."):]: v for k, v in run.ema.state_dict().items() if k.startswith("unet.")}
             save_full_model(s.output, run.components, unet, text_encoder, ema)
             result = s.output
-        _finish_run_file(s, run, result, grid)
+        finish_run_file(s, run, result, grid)
         say(run, f"saved {result}")
     acc.wait_for_everyone()
 
@@ -397,52 +413,6 @@ def _check_processes_agree(run: Run) -> None:
 
 def lora_path(s: FinetuneSettings) -> Path:
     return s.output / f"{s.output.resolve().name}.safetensors"
-
-
-def _write_run_files(s: FinetuneSettings, report, components, resolution: int) -> None:
-    s.output.mkdir(parents=True, exist_ok=True)
-    (s.output / "data-report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    record = {"status": "running", "command": "ldm finetune", "settings": s.to_record(), "resolution": resolution,
-              "model": {"spec": components.source.spec, "kind": components.source.kind}, "data": report.to_dict()}
-    _write_json(s.output / "run.json", record)
-
-
-def _finish_run_file(s: FinetuneSettings, run: Run, result: Path, grid: Path | None) -> None:
-    record = json.loads((s.output / "run.json").read_text())
-    record.update(status="finished", steps=run.step, final_loss=run.last_loss, output=str(result),
-                  validation_grid=str(grid) if grid else None, settings=s.to_record())
-    _write_json(s.output / "run.json", record)
-
-
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path)
-
-
-# signals and messages --------------------------------------------------------------------------
-
-_PREVIOUS: dict = {}
-
-
-def _install_signals(run: Run) -> None:
-    """First Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit. A second one stops at once."""
-
-    def handler(signum, frame):
-        if run.stop_signal:
-            raise KeyboardInterrupt
-        run.stop_signal.append(signal.Signals(signum).name)
-        print(f"\nldm: {signal.Signals(signum).name} received; saving a checkpoint after this step "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        _PREVIOUS[sig] = signal.signal(sig, handler)
-
-
-def _restore_signals() -> None:
-    while _PREVIOUS:
-        sig, previous = _PREVIOUS.popitem()
-        signal.signal(sig, previous)
 
 
 def say(run: Run, message: str) -> None:
