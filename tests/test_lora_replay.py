@@ -187,9 +187,10 @@ def test_tags_ldm_cannot_honour_are_each_named(lora_file):
     settings = GenerateSettings(prompts=("a <lora:style:0.5:0.2> <hypernet:h:1> <lora:style:1:dyn=4> cat",),
                                 negative_prompt="<lora:style:1> ugly", lora_dirs=(lora_file.parent,))
     plan = plan_networks(settings)
-    assert [(u.name, u.scale) for u in plan.loras_for(settings.prompts[0])] == [("style", 0.5), ("style", 1.0)]
+    assert [(u.name, u.scale, u.unet_scale) for u in plan.loras_for(settings.prompts[0])] == [
+        ("style", 0.5, 0.2), ("style", 1.0, None)]
     text = "\n".join(plan.warnings)
-    assert "separate UNet weight" in text and "dyn" in text and "<hypernet:h:1>" in text and "negative prompt" in text
+    assert "separate UNet weight" not in text and "dyn" in text and "<hypernet:h:1>" in text and "negative prompt" in text
     assert plan.clip_text(settings.prompts[0]) == "a    cat"
 
 
@@ -203,3 +204,44 @@ def test_a_tag_finds_a_lora_by_its_kohya_output_name(ldm, tiny_model, lora_file,
     result = ldm("generate", "a cat <lora:pixelart:0.7>", "--model", tiny_model, *ARGS, "--lora-dir", folder, "--out", "alias.png")
     assert result.code == 0 and "warning" not in result.stderr, result.stderr
     assert np.array_equal(_pixels(tmp_path / "alias.png"), _pixels(tmp_path / "flag.png"))
+
+
+def test_a_tag_weights_the_text_encoder_and_the_unet_apart(ldm, tiny_model, tmp_path):
+    """<lora:NAME:TE:UNET> as A1111: TE 0 / UNet 1 equals the file's UNet half alone, and TE 1 / UNet 0
+    its text-encoder half alone."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(5)
+    unet_half, te_half = {}, {}
+    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")
+    for name, module in unet.named_modules():
+        if name.endswith("attn2.to_k"):
+            key = "lora_unet_" + name.replace(".", "_")
+            unet_half[f"{key}.lora_down.weight"] = torch.randn(4, module.weight.shape[1])
+            unet_half[f"{key}.lora_up.weight"] = torch.randn(module.weight.shape[0], 4)
+    text_encoder = CLIPTextModel.from_pretrained(tiny_model, subfolder="text_encoder")
+    for name, module in text_encoder.named_modules():
+        if name.endswith("self_attn.q_proj"):
+            key = "lora_te_text_model_" + name.removeprefix("text_model.").replace(".", "_")
+            te_half[f"{key}.lora_down.weight"] = torch.randn(4, module.weight.shape[1]) * 3
+            te_half[f"{key}.lora_up.weight"] = torch.randn(module.weight.shape[0], 4) * 3
+    assert unet_half and te_half
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    save_file({**unet_half, **te_half}, str(lib / "both.safetensors"))
+    save_file(unet_half, str(tmp_path / "unet-half.safetensors"))
+    save_file(te_half, str(tmp_path / "te-half.safetensors"))
+    common = ("--model", tiny_model, *ARGS, "--lora-dir", lib)
+    runs = {
+        "tag-unet": ("a cat <lora:both:0:1>", ()), "file-unet": ("a cat", ("--lora", tmp_path / "unet-half.safetensors")),
+        "tag-te": ("a cat <lora:both:1:0>", ()), "file-te": ("a cat", ("--lora", tmp_path / "te-half.safetensors")),
+        "plain": ("a cat", ()),
+    }
+    for name, (prompt, extra) in runs.items():
+        result = ldm("generate", prompt, *common, *extra, "--out", f"{name}.png")
+        assert result.code == 0, result.stderr
+    px = {name: _pixels(tmp_path / f"{name}.png") for name in runs}
+    assert np.array_equal(px["tag-unet"], px["file-unet"]) and np.array_equal(px["tag-te"], px["file-te"])
+    assert not np.array_equal(px["tag-unet"], px["plain"]) and not np.array_equal(px["tag-te"], px["plain"])

@@ -27,6 +27,7 @@ _CROSS_KV = re.compile(r"attn2[._]to_[kv]$")
 class LoraSpec:
     path: Path
     scale: float = 1.0
+    unet_scale: float | None = None  # A1111's <lora:NAME:TE:UNET>: the UNet's own weight; None -> scale
 
     def __str__(self) -> str:
         return f"{self.path}:{self.scale:g}"
@@ -132,13 +133,13 @@ def apply_loras(unet, text_encoder, specs: list[LoraSpec]) -> list[LoraInfo]:
     """Merge every LoRA into the weights, in order, each at its own scale; all are checked first."""
     plans = [_plan(unet, text_encoder, spec) for spec in specs]
     for spec, (lora, matches) in zip(specs, plans):
-        _merge(matches, spec.scale)
+        _merge(matches, spec.scale, spec.unet_scale)
     return [_info(lora) for lora, _ in plans]
 
 
 def apply_lora(unet, text_encoder, spec: LoraSpec) -> int:
     lora, matches = _plan(unet, text_encoder, spec)
-    _merge(matches, spec.scale)
+    _merge(matches, spec.scale, spec.unet_scale)
     return len(matches)
 
 
@@ -189,10 +190,11 @@ def _check_magnitude(magnitude, shape) -> None:
         raise ValueError(f"dora_scale has {magnitude.numel()} values, the weight has {shape[0]} rows and {shape[1]} columns")
 
 
-def _merge(matches: list[tuple[Patch, object]], scale: float) -> None:
+def _merge(matches: list[tuple[Patch, object]], te_scale: float, unet_scale: float | None = None) -> None:
     import torch
 
     for patch, module in matches:
+        scale = unet_scale if patch.target == "unet" and unet_scale is not None else te_scale
         weight = module.weight
         with torch.no_grad():
             delta = delta_weight(patch.algo, patch.tensors, patch.alpha, weight.shape).to(weight.device)

@@ -28,10 +28,11 @@ class LoraUse:
     scale: float
     name: str  # as the prompt names it (A1111's alias), or the file stem for --lora
     source: str  # "flag" (--lora) or "prompt" (a <lora:...> tag)
+    unet_scale: float | None = None  # <lora:NAME:TE:UNET>: the UNet's own weight; None -> scale
 
     @property
     def spec(self) -> LoraSpec:
-        return LoraSpec(self.path, self.scale)
+        return LoraSpec(self.path, self.scale, self.unet_scale)
 
 
 @dataclass
@@ -94,12 +95,10 @@ def _tag_loras(prompt: str, lora_files: dict, missing: list, foreign: list, warn
         if path is None:
             missing.append(tag.name)
             continue
-        if tag.unet_weight is not None and tag.unet_weight != tag.weight:
-            warnings.append(f"warning: {tag.text}: a separate UNet weight is not supported; "
-                            f"{tag.weight:g} is used for the text encoder and the UNet")
         if tag.dyn is not None:
             warnings.append(f"warning: {tag.text}: dyn (rank cut-off) is not supported; the full rank is used")
-        uses.append(LoraUse(path, tag.weight, tag.name, "prompt"))
+        unet = tag.unet_weight if tag.unet_weight is not None and tag.unet_weight != tag.weight else None
+        uses.append(LoraUse(path, tag.weight, tag.name, "prompt", unet))
     return tuple(uses)
 
 
