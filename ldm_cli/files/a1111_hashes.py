@@ -14,29 +14,19 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ldm_cli.files.hashing import _read_cache, _write_cache, cache_dir, sha256_file
+from ldm_cli.files.hashing import cached_sha256, sha256_file
 
 
 def addnet_sha256(path: Path) -> str:
     """SHA-256 of the bytes after a safetensors header (cached like sha256_file)."""
-    path = Path(path).resolve()
-    if path.suffix != ".safetensors":
+    if Path(path).suffix != ".safetensors":
         return sha256_file(path)
-    stat = path.stat()
-    key = f"addnet|{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache_file = cache_dir() / "hashes.json"
-    cache = _read_cache(cache_file)
-    if key in cache:
-        return cache[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        header_length = int.from_bytes(handle.read(8), "little")
-        handle.seek(8 + header_length)
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    cache[key] = digest.hexdigest()
-    _write_cache(cache_file, cache)
-    return cache[key]
+    return cached_sha256(path, "addnet", _past_safetensors_header)
+
+
+def _past_safetensors_header(handle) -> None:
+    header_length = int.from_bytes(handle.read(8), "little")
+    handle.seek(8 + header_length)
 
 
 def lora_short_hash(path: Path) -> str:

@@ -14,15 +14,23 @@ def cache_dir() -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    return cached_sha256(path)
+
+
+def cached_sha256(path: Path, kind: str = "", skip=None) -> str:
+    """SHA-256 of a file's bytes, from `skip(handle)` on when given (it seeks past a header);
+    cached per (kind, path, size, mtime)."""
     path = Path(path).resolve()
     stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = f"{kind + '|' if kind else ''}{path}|{stat.st_size}|{stat.st_mtime_ns}"
     cache_file = cache_dir() / "hashes.json"
     cache = _read_cache(cache_file)
     if key in cache:
         return cache[key]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        if skip is not None:
+            skip(handle)
         for chunk in iter(lambda: handle.read(1 << 24), b""):
             digest.update(chunk)
     cache[key] = digest.hexdigest()
