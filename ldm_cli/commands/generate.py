@@ -38,6 +38,8 @@ EXAMPLES = """Examples:
 
   ldm generate "a (red:1.3) fox BREAK [blurry] snow" --clip-skip 2 --scheduler "DPM++ 2M Karras"
 
+  accelerate launch --multi_gpu --num_processes 2 -m ldm_cli generate --prompts-file F --seed 1 -o out/ --resume
+
   ldm generate "a castle" --hires-scale 2 --hires-strength 0.5 --variation-seed 7 --variation-strength 0.3
 """
 
@@ -182,6 +184,9 @@ def generate(
     hires_upscaler: Annotated[
         Optional[str], typer.Option("--hires-upscaler", help="Hires fix: latent (bilinear latents) or lanczos (pixels) [default: latent].")
     ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish a run in --out: skip the images its manifest.jsonl already lists.")
+    ] = False,
     rng: Annotated[
         Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (A1111's 'RNG: CPU'); the only choice [default: cpu].")
     ] = None,

@@ -13,6 +13,7 @@ from ldm_cli.models.performance import PerformanceSettings
 from ldm_cli.pipeline.inpaint_settings import check_recorded_files, inpaint_from_record
 from ldm_cli.commands.recipe_settings import RECIPE_FLAGS, from_a1111_recipe, from_record_recipe, recipe_settings
 from ldm_cli.pipeline.schedule_types import resolve_sampler
+from ldm_cli.pipeline.batch import check_batch
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
 
@@ -62,6 +63,8 @@ def build_settings(args: dict) -> GenerateSettings:
         dry_run=args.get("dry_run", False),
         **{key: values.get(key) for key in INPAINT_FLAGS},
         recipe=recipe_settings(values),
+        prompts_from_file=args["prompts_file"] is not None,
+        resume=args.get("resume", False),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -76,6 +79,7 @@ def build_settings(args: dict) -> GenerateSettings:
         ),
     )
     validate_generate(settings)
+    check_batch(settings)
     validate_variant(settings.model.variant)
     if settings.model.config is not None and not settings.model.config.is_dir():
         raise UsageError(f"--config {settings.model.config}: not a folder of component configs")

@@ -64,6 +64,8 @@ class GenerateSettings:
     outpaint: str | None = None  # "LEFT,TOP,RIGHT,BOTTOM" pixels
     outpaint_fill: str | None = None  # mean | edge; None -> mean
     recipe: object | None = None  # recipe.RecipeSettings: prompt syntax, clip skip, variation, hires...; None -> defaults
+    prompts_from_file: bool = False  # --prompts-file: a batch (pipeline/batch.py: manifest, deterministic names)
+    resume: bool = False  # --resume: skip the jobs the folder's manifest already lists
 
     def to_record(self) -> dict:
         record = asdict(self)

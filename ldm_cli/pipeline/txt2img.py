@@ -19,6 +19,7 @@ from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
 from ldm_cli.pipeline.recipe import output_size, plan_for_image
 from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
 from ldm_cli.pipeline.start import resolve_start
+from ldm_cli.pipeline.batch import MANIFEST_NAME, append_line, batch_mode, manifest_line, plan_jobs, rank_device
 
 
 def say(message: str) -> None:
@@ -29,7 +30,7 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
     """Resolve device and dtype, load the components; returns them with the load time."""
     m = settings.model
     source = resolve_source(m.model, m.revision)
-    device = resolve_device(m.device)
+    device = rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
     dtype = resolve_dtype(m.dtype, device)
     check_device(settings.performance, device)
     started = time.perf_counter()
@@ -102,17 +103,21 @@ def run(settings: GenerateSettings, loaded: tuple | None = None) -> list[dict]:
         from ldm_cli.pipeline.latents import fit_preview_map
 
         preview_map = fit_preview_map(components.vae)
-    base_seed = settings.seed if settings.seed is not None else secrets.randbelow(2**32)
-    if settings.seed is None:
+    base_seed = settings.seed
+    if base_seed is None and not settings.resume:
+        base_seed = secrets.randbelow(2**32)
         say(f"seed {base_seed} (random)")
+    jobs, base_seed = plan_jobs(settings, base_seed)  # this process's share; --resume drops what exists (batch.py)
+    manifest = (settings.out or Path("outputs")) / MANIFEST_NAME if batch_mode(settings) else None
     summaries = []
-    jobs = [(prompt, base_seed + i) for prompt in settings.prompts for i in range(settings.num_images)]
-    for number, (prompt, seed) in enumerate(jobs, start=1):
-        image_plan = plan_for_image(plan, seed - base_seed)
-        summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map)
+    for number, job in enumerate(jobs, start=1):
+        image_plan = plan_for_image(plan, job.seed - base_seed)
+        summary = _make_one(settings, image_plan, text_to_image, job.prompt, job.seed, number, len(jobs), preview_map)
         summary["timings"]["model_load_s"] = round(load_seconds, 3)
         summary.update(start.record())  # "img2img" (and "inpaint") for images that started from a picture
-        _write_and_report(settings, components, image_plan, hashes, device, dtype, summary)
+        record = _write_and_report(settings, components, image_plan, hashes, device, dtype, summary, job.path)
+        if manifest is not None:
+            append_line(manifest, manifest_line(job, Path(summary["path"]), record["settings"], record["dtype"]))
         summaries.append(summary)
     return summaries
 
@@ -148,7 +153,7 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
     }
 
 
-def _write_and_report(settings, components, plan, hashes, device, dtype, summary) -> None:
+def _write_and_report(settings, components, plan, hashes, device, dtype, summary, path=None) -> dict:
     result = summary.pop("result")
     recorder = summary.pop("recorder")
     resolved = {**asdict(plan), "num_images": settings.num_images}
@@ -159,7 +164,7 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
         device=device, dtype=dtype_name(dtype), timings=summary["timings"],
         extra={key: summary[key] for key in ("img2img", "inpaint") if key in summary} or None,
     )
-    path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
+    path = save_png(result.pixels, path or output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
                    width=output_size(plan)[0], height=output_size(plan)[1], steps=plan.steps, guidance=plan.guidance,
                    scheduler=plan.scheduler, model=components.source.spec)
@@ -170,3 +175,4 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
     else:
         extra = f"  steps in {summary['intermediates']}" if recorder is not None else ""
         print(f"saved {path}  seed {result.seed}  {result.seconds:.1f} s{extra}", flush=True)
+    return record

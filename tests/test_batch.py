@@ -1,0 +1,102 @@
+"""Many prompts across processes (pipeline/batch.py): sharding, the manifest, --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ldm_cli.pipeline.batch import MANIFEST_NAME, read_manifest
+
+PROMPTS = "a red circle\na blue square\na red circle\n"  # a repeated prompt gets a -2 name, deterministically
+ARGS = ("--steps", "2", "--seed", "7", "-n", "2", "--dim", "64")
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.setdefault("LDM_CACHE_DIR", str(tmp_path / "cache"))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
+def test_one_process_writes_a_manifest_and_deterministic_names(ldm, tiny_model, tmp_path):
+    (tmp_path / "p.txt").write_text(PROMPTS)
+    result = ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, *ARGS, "--out", "one")
+    assert result.code == 0, result.stderr
+    lines = read_manifest(tmp_path / "one" / MANIFEST_NAME)
+    assert [(l["job"], l["prompt"], l["seed"]) for l in lines] == [
+        (0, "a red circle", 7), (1, "a red circle", 8), (2, "a blue square", 7), (3, "a blue square", 8),
+        (4, "a red circle", 7), (5, "a red circle", 8)]
+    assert [Path(l["path"]).name for l in lines] == [
+        "a-red-circle-7.png", "a-red-circle-8.png", "a-blue-square-7.png", "a-blue-square-8.png",
+        "a-red-circle-7-2.png", "a-red-circle-8-2.png"]
+    assert lines[0]["settings"]["steps"] == 2 and lines[0]["settings"]["width"] == 64
+    assert np.array_equal(_pixels(tmp_path / lines[0]["path"]), _pixels(tmp_path / lines[4]["path"]))
+    # A second run into the same folder without --resume is refused, naming the fix.
+    again = ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, *ARGS, "--out", "one")
+    assert again.code == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_resume_makes_only_the_missing_images(ldm, tiny_model, tmp_path):
+    (tmp_path / "p.txt").write_text(PROMPTS)
+    assert ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, *ARGS, "--out", "run").code == 0
+    manifest = tmp_path / "run" / MANIFEST_NAME
+    lines = read_manifest(manifest)
+    kept = {l["path"]: _pixels(tmp_path / l["path"]) for l in lines}
+    before = {p: (tmp_path / p).stat().st_mtime_ns for p in kept}
+    # Lose two images: one deleted; one whose manifest line was never written (killed after the PNG).
+    (tmp_path / lines[1]["path"]).unlink()
+    gone = lines[1]["path"]
+    manifest.write_text("".join(json.dumps(l) + "\n" for l in lines if l["job"] != 3) + '{"torn line')
+    result = ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, *ARGS, "--out", "run", "--resume", "--json")
+    assert result.code == 0, result.stderr
+    made = [json.loads(line)["path"] for line in result.stdout.splitlines()]
+    assert made == [gone]  # job 3's file was adopted from its own PNG record, not made again
+    assert np.array_equal(_pixels(tmp_path / gone), kept[gone])
+    for path, mtime in before.items():
+        if path != gone:
+            assert (tmp_path / path).stat().st_mtime_ns == mtime
+    assert sorted(l["job"] for l in read_manifest(manifest)) == [0, 1, 2, 3, 4, 5]
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.png")) == sorted(Path(p).name for p in kept)
+    # Resuming a finished run makes nothing; --resume without --seed takes the seed from the manifest.
+    done = ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, "--steps", "2", "-n", "2", "--dim", "64",
+               "--out", "run", "--resume", "--json")
+    assert done.code == 0 and done.stdout.strip() == "", done.stderr
+
+
+def test_resume_refuses_a_folder_made_from_other_prompts(ldm, tiny_model, tmp_path):
+    (tmp_path / "p.txt").write_text(PROMPTS)
+    (tmp_path / "q.txt").write_text("a green triangle\n")
+    assert ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, *ARGS, "--out", "run").code == 0
+    result = ldm("generate", "--prompts-file", "q.txt", "--model", tiny_model, *ARGS, "--out", "run", "--resume")
+    assert result.code == 2 and "another run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_processes_make_the_same_images_as_one(ldm, tiny_model, tmp_path):
+    (tmp_path / "p.txt").write_text(PROMPTS)
+    assert ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, *ARGS, "--out", "one").code == 0
+    launcher = Path(sys.executable).with_name("accelerate")
+    result = subprocess.run(
+        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "ldm_cli", "generate", "--prompts-file", str(tmp_path / "p.txt"),
+         "--model", str(tiny_model), *ARGS, "--out", str(tmp_path / "two"), "--device", "cpu"],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=400, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = read_manifest(tmp_path / "one" / MANIFEST_NAME)
+    two = read_manifest(tmp_path / "two" / MANIFEST_NAME)
+    assert [(l["job"], l["prompt"], l["seed"], Path(l["path"]).name) for l in two] == [
+        (l["job"], l["prompt"], l["seed"], Path(l["path"]).name) for l in one]
+    for a, b in zip(one, two):
+        assert np.array_equal(_pixels(tmp_path / a["path"]), _pixels(b["path"]))
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.png")) == sorted(Path(l["path"]).name for l in one)
+    assert not list((tmp_path / "two").glob(".ldm-*"))
