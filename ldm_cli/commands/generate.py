@@ -187,6 +187,9 @@ def generate(
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish a run in --out: skip the images its manifest.jsonl already lists.")
     ] = False,
+    cache_interval: Annotated[
+        Optional[int], typer.Option("--cache-interval", help="DeepCache: a full UNet pass every Nth step, the others reuse its deep features; 1 = off [default: 1].")
+    ] = None,
     rng: Annotated[
         Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (A1111's 'RNG: CPU'); the only choice [default: cpu].")
     ] = None,

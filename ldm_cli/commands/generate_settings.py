@@ -65,6 +65,7 @@ def build_settings(args: dict) -> GenerateSettings:
         recipe=recipe_settings(values),
         prompts_from_file=args["prompts_file"] is not None,
         resume=args.get("resume", False),
+        cache_interval=values.get("cache_interval", 1),
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -88,7 +89,7 @@ def build_settings(args: dict) -> GenerateSettings:
 
 INPAINT_FLAGS = ("mask", "mask_blur", "keep_unmasked", "inpaint_area", "inpaint_padding", "invert_mask",
                  "masked_content", "outpaint", "outpaint_fill")
-_SETTING_FLAGS = {"steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
+_SETTING_FLAGS = {"cache_interval", "steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
                   "init_image", "init_latents", "strength", *INPAINT_FLAGS, *RECIPE_FLAGS}
 
 
@@ -139,6 +140,7 @@ def settings_from_image(path: Path) -> dict:
             **_img2img_from_record(record.get("img2img")),
             **inpaint_from_record(record.get("inpaint"), record.get("img2img")),
             **from_record_recipe(s),
+            **({"cache_interval": s["cache_interval"]} if s.get("cache_interval", 1) != 1 else {}),
         }
     if chunks["parameters"]:
         return _from_a1111(parse_a1111(chunks["parameters"]))

@@ -66,6 +66,7 @@ class GenerateSettings:
     recipe: object | None = None  # recipe.RecipeSettings: prompt syntax, clip skip, variation, hires...; None -> defaults
     prompts_from_file: bool = False  # --prompts-file: a batch (pipeline/batch.py: manifest, deterministic names)
     resume: bool = False  # --resume: skip the jobs the folder's manifest already lists
+    cache_interval: int = 1  # --cache-interval N: DeepCache, a full UNet pass every Nth step (pipeline/deepcache.py)
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -99,6 +100,7 @@ def validate_generate(s: GenerateSettings) -> None:
     if s.scheduler is not None:
         spec_for(s.scheduler)
     _check_range("--every", s.every, 1, 1000)
+    _check_range("--cache-interval", s.cache_interval, 1, 1000)
     if s.intermediates_mode not in PREVIEW_MODES:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
     from ldm_cli.pipeline.inpaint_settings import validate_inpaint

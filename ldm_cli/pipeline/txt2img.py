@@ -6,7 +6,7 @@ import json
 import secrets
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
@@ -68,8 +68,16 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         guidance=settings.guidance,
         scheduler=scheduler,
         negative_prompt=settings.negative_prompt,
+        cache_interval=settings.cache_interval,
         **recipe,
     )
+    if plan.cache_interval > 1:
+        from ldm_cli.pipeline.deepcache import supports_caching
+
+        why = supports_caching(components.unet)
+        if why:
+            say(f"warning: --cache-interval {plan.cache_interval} ignored: this UNet's layout is not SD's ({why}); every step runs in full")
+            plan = replace(plan, cache_interval=1)  # the record says what ran
     check_hires_size(plan)
     return plan
 
