@@ -21,8 +21,8 @@ DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""
 def build_settings(args: dict) -> GenerateSettings:
     """Precedence: explicit flag > value recorded in --from image > default."""
     values = dict(DEFAULTS)
-    if args["from_image"] is not None:
-        values.update(settings_from_image(args["from_image"]))
+    recorded = settings_from_image(args["from_image"]) if args["from_image"] is not None else {}
+    values.update(recorded)
     explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
     if args["dim"] is not None:
         explicit.setdefault("height", args["dim"])
@@ -66,6 +66,7 @@ def build_settings(args: dict) -> GenerateSettings:
         prompts_from_file=args["prompts_file"] is not None,
         resume=args.get("resume", False),
         cache_interval=values.get("cache_interval", 1),
+        guidance_default=args.get("guidance") is None and "guidance" not in recorded,
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),

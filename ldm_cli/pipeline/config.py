@@ -66,6 +66,7 @@ class GenerateSettings:
     recipe: object | None = None  # recipe.RecipeSettings: prompt syntax, clip skip, variation, hires...; None -> defaults
     prompts_from_file: bool = False  # --prompts-file: a batch (pipeline/batch.py: manifest, deterministic names)
     resume: bool = False  # --resume: skip the jobs the folder's manifest already lists
+    guidance_default: bool = False  # no --g given: the lcm sampler picks its own (guidance.lcm_default_guidance)
     cache_interval: int = 1  # --cache-interval N: DeepCache, a full UNet pass every Nth step (pipeline/deepcache.py)
 
     def to_record(self) -> dict:

@@ -54,6 +54,7 @@ def load_model(settings: GenerateSettings) -> tuple[Components, str, object, flo
 def resolve_plan(settings: GenerateSettings, components: Components) -> SamplingPlan:
     """Fill in what defaults to the model: native size and its own scheduler."""
     from ldm_cli.pipeline.recipe import check_clip_skip, check_hires_size, plan_fields
+    from ldm_cli.pipeline.guidance import lcm_default_guidance
     from ldm_cli.pipeline.schedule_types import resolve_sampler
 
     native = components.native_size
@@ -65,7 +66,7 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         height=settings.height or native,
         width=settings.width or native,
         steps=settings.steps,
-        guidance=settings.guidance,
+        guidance=lcm_default_guidance(components.unet) if settings.guidance_default and scheduler == "lcm" else settings.guidance,
         scheduler=scheduler,
         negative_prompt=settings.negative_prompt,
         cache_interval=settings.cache_interval,
