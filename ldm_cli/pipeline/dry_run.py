@@ -30,16 +30,16 @@ _CONFIG_FILES = {"unet": "unet/config.json", "vae": "vae/config.json", "text_enc
 
 def describe(settings) -> dict:
     """Everything the run would use, resolved without loading weights."""
-    from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
+    from ldm_cli.models.devices import dtype_name, generation_dtype, resolve_device
     from ldm_cli.pipeline.guidance import LCM_DISTILLED_GUIDANCE, LCM_LORA_GUIDANCE, uses_unconditional_pass
     from ldm_cli.pipeline.schedulers import name_for_class
 
     m = settings.model
     source = resolve_source(m.model, m.revision)
     device = resolve_device(m.device)
-    dtype = dtype_name(resolve_dtype(m.dtype, device))
     check_device(settings.performance, device)
     configs, config_note = read_configs(source, m.config)
+    dtype = dtype_name(generation_dtype(m.dtype, device, configs["unet"])[0])  # as txt2img.load_model
     factor = 2 ** (len(configs["vae"]["block_out_channels"]) - 1)
     native = configs["unet"]["sample_size"] * factor
     height, width = settings.height or native, settings.width or native

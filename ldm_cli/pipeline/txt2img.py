@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
-from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
+from ldm_cli.models.devices import dtype_name, generation_dtype, resolve_device
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
@@ -26,12 +26,22 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def unet_config(source, single_file_config) -> dict | None:
+    """The UNet's config without its weights (what --dtype auto looks at); None when unreadable."""
+    from ldm_cli.pipeline.dry_run import read_configs
+
+    try:
+        return read_configs(source, single_file_config)[0]["unet"]
+    except Exception:  # the load that follows reports what is wrong with the model
+        return None
+
+
 def load_model(settings: GenerateSettings) -> tuple[Components, str, object, float]:
     """Resolve device and dtype, load the components; returns them with the load time."""
     m = settings.model
     source = resolve_source(m.model, m.revision)
     device = rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
-    dtype = resolve_dtype(m.dtype, device)
+    dtype, _ = generation_dtype(m.dtype, device, unet_config(source, m.config))  # auto: bf16 only where measured to pay
     check_device(settings.performance, device)
     started = time.perf_counter()
     say(f"loading {source.spec} on {device} ({dtype_name(dtype)})")
@@ -173,6 +183,7 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
         device=device, dtype=dtype_name(dtype), timings=summary["timings"],
         extra={key: summary[key] for key in ("img2img", "inpaint") if key in summary} or None,
     )
+    record["dtype_reason"] = generation_dtype(settings.model.dtype, device, components.unet.config)[1]
     path = save_png(result.pixels, path or output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
                    width=output_size(plan)[0], height=output_size(plan)[1], steps=plan.steps, guidance=plan.guidance,
