@@ -100,3 +100,12 @@ def test_two_processes_make_the_same_images_as_one(ldm, tiny_model, tmp_path):
         assert np.array_equal(_pixels(tmp_path / a["path"]), _pixels(b["path"]))
     assert sorted(p.name for p in (tmp_path / "two").glob("*.png")) == sorted(Path(l["path"]).name for l in one)
     assert not list((tmp_path / "two").glob(".ldm-*"))
+
+
+def test_a_prompts_file_into_one_png_name_is_no_batch_and_resume_needs_a_folder(ldm, tiny_model, tmp_path):
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\n")
+    result = ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, "--steps", "1", "--seed", "1", "--out", "x.png")
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("x*.png")) == ["x-2.png", "x.png"] and not (tmp_path / MANIFEST_NAME).exists()
+    refused = ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, "--seed", "1", "--out", "y.png", "--resume")
+    assert refused.code == 2 and "pass a folder" in refused.stderr

@@ -56,20 +56,23 @@ def rank_device(device: str) -> str:
 
 
 def batch_mode(settings) -> bool:
-    """A manifest and deterministic names: --prompts-file or --resume into a folder, or several processes."""
-    return bool(settings.resume or settings.prompts_from_file or process_rank()[1] > 1)
+    """A manifest and deterministic names: --prompts-file, --resume or several processes, into a folder."""
+    from ldm_cli.pipeline.config import output_is_folder
+
+    wanted = settings.resume or settings.prompts_from_file or process_rank()[1] > 1
+    return bool(wanted) and output_is_folder(settings.out or Path("outputs"))
 
 
 def check_batch(settings) -> None:
     """Before any model loads: batch mode needs a folder, and (with several processes) a fixed seed."""
     from ldm_cli.pipeline.config import output_is_folder
 
-    if not batch_mode(settings):
-        return
     out = settings.out or Path("outputs")
     world = process_rank()[1]
     if not output_is_folder(out) and (settings.resume or world > 1):
         raise UsageError(f"--out {out}: --resume and several processes write a folder with a manifest; pass a folder")
+    if not batch_mode(settings):
+        return
     if world > 1 and settings.seed is None and not _manifest_lines(out / MANIFEST_NAME):
         raise UsageError(f"{world} processes need one --seed to agree on every image's seed; pass --seed N")
     manifest = out / MANIFEST_NAME
