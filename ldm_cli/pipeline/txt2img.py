@@ -183,7 +183,8 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
         device=device, dtype=dtype_name(dtype), timings=summary["timings"],
         extra={key: summary[key] for key in ("img2img", "inpaint") if key in summary} or None,
     )
-    record["dtype_reason"] = generation_dtype(settings.model.dtype, device, components.unet.config)[1]
+    chosen, reason = generation_dtype(settings.model.dtype, device, components.unet.config)
+    record["dtype_reason"] = reason if chosen == dtype else f"{dtype_name(dtype)}: as the model was loaded"
     path = save_png(result.pixels, path or output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
                    width=output_size(plan)[0], height=output_size(plan)[1], steps=plan.steps, guidance=plan.guidance,
