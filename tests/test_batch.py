@@ -94,6 +94,8 @@ def test_two_processes_make_the_same_images_as_one(ldm, tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     one = read_manifest(tmp_path / "one" / MANIFEST_NAME)
     two = read_manifest(tmp_path / "two" / MANIFEST_NAME)
+    raw = (tmp_path / "two" / MANIFEST_NAME).read_text().splitlines()
+    assert len(raw) == 6 and all(json.loads(line) for line in raw)  # each image written once, lines whole
     assert [(l["job"], l["prompt"], l["seed"], Path(l["path"]).name) for l in two] == [
         (l["job"], l["prompt"], l["seed"], Path(l["path"]).name) for l in one]
     for a, b in zip(one, two):
