@@ -92,9 +92,21 @@ def sd15(sizes: list[int], repeats: int, seeds: int) -> dict:
     return out
 
 
+def auto_picks() -> dict:
+    """What --dtype auto chooses on this machine for each measured model, and why."""
+    from ldm_cli.models.devices import auto_cpu_dtype
+    from ldm_cli.models.loading import BUNDLED_MODELS, SD15_CONFIG_DIR
+
+    picks = {}
+    for name, folder in (("sd15", SD15_CONFIG_DIR), ("demo", BUNDLED_MODELS["demo"])):
+        config = json.loads((Path(folder) / "unet" / "config.json").read_text())
+        chosen, reason = auto_cpu_dtype(config)
+        picks[name] = {"dtype": chosen, "dtype_reason": reason}
+    return picks
+
+
 def main() -> None:
     from benchmarks.deepcache import cpu_name
-    from ldm_cli.models.devices import auto_cpu_dtype
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=24)
@@ -108,8 +120,7 @@ def main() -> None:
                           "torch": torch.__version__, "note": "shared 2-core machine: timings move +-15% between runs"}}
     report["sd15_random_weights"] = sd15([int(s) for s in args.sizes.split(",")], args.repeats, args.seeds)
     report["demo"] = demo(args.images, args.seed)
-    chosen, reason = auto_cpu_dtype()
-    report["auto_picks"] = {"dtype": chosen, "dtype_reason": reason}
+    report["auto_picks"] = auto_picks()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cpu_dtype.json").write_text(json.dumps(report, indent=1) + "\n")
 
