@@ -111,3 +111,40 @@ def test_a_prompts_file_into_one_png_name_is_no_batch_and_resume_needs_a_folder(
     assert sorted(p.name for p in tmp_path.glob("x*.png")) == ["x-2.png", "x.png"] and not (tmp_path / MANIFEST_NAME).exists()
     refused = ldm("generate", "--prompts-file", "p.txt", "--model", tiny_model, "--seed", "1", "--out", "y.png", "--resume")
     assert refused.code == 2 and "pass a folder" in refused.stderr
+
+
+def test_a_killed_run_resumes_where_it_stopped(ldm, tiny_model, tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "p.txt").write_text("".join(f"prompt number {i}\n" for i in range(8)))
+    args = ["generate", "--prompts-file", str(tmp_path / "p.txt"), "--model", str(tiny_model), "--steps", "3",
+            "--seed", "1", "--dim", "64", "--out", str(tmp_path / "run")]
+    process = subprocess.Popen([sys.executable, "-m", "ldm_cli", *args], env=_env(tmp_path), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "run" / MANIFEST_NAME
+    try:
+        deadline = time.monotonic() + 240
+        while len(read_manifest(manifest)) < 2:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "no image was made"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    before = {line["job"]: line for line in read_manifest(manifest)}
+    assert 2 <= len(before) < 8
+    result = ldm(*args[:-2], "--out", str(tmp_path / "run"), "--resume", "--json")
+    assert result.code == 0, result.stderr
+    made = [json.loads(line)["prompt"] for line in result.stdout.splitlines()]
+    # all the missing ones, less at most one whose PNG was in place before its line (adopted, not re-made)
+    assert 8 - len(before) - 1 <= len(made) <= 8 - len(before)
+    assert not {line["prompt"] for line in before.values()} & set(made)
+    lines = read_manifest(manifest)
+    assert [line["job"] for line in lines] == list(range(8))
+    pngs = sorted((tmp_path / "run").glob("*.png"))
+    assert sorted(p.name for p in pngs) == sorted(Path(line["path"]).name for line in lines)
+    for path in pngs:
+        assert json.loads(Image.open(path).text["ldm"])["seed"] == 1  # every file complete, with its record
