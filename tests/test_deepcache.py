@@ -79,3 +79,29 @@ def test_cli_interval_one_matches_default_and_interval_three_stays_close(ldm, ti
 def test_bad_interval_is_refused(ldm, tiny_model):
     result = ldm("generate", "a cat", "--model", tiny_model, "--cache-interval", "0")
     assert result.code == 2 and "--cache-interval 0" in result.stderr
+
+
+def test_two_unet_calls_per_step_each_keep_their_own_cache(ldm, tiny_model, tmp_path):
+    # a prompt longer than 75 tokens and a short negative prompt: cond and uncond run as two calls
+    long_prompt = " ".join(["a red circle on a blue background"] * 15)
+    common = (long_prompt, "--model", tiny_model, "--steps", "6", "--seed", "2", "--neg", "blurry")
+    assert ldm("generate", *common, "--out", "plain.png").code == 0
+    result = ldm("generate", *common, "--cache-interval", "2", "--out", "cached.png")
+    assert result.code == 0, result.stderr
+    assert _psnr(_pixels(tmp_path / "plain.png"), _pixels(tmp_path / "cached.png")) > 15
+
+
+def test_each_call_of_a_step_reuses_its_own_features(unet):
+    x, text = _inputs(unet, batch=1)
+    other = torch.randn_like(text)
+    t = torch.tensor(300)
+    wrapped = CachedUNet(unet, 2)
+    with torch.no_grad():
+        wrapped.begin_step(0)
+        cond, uncond = wrapped(x, t, encoder_hidden_states=text)[0], wrapped(x, t, encoder_hidden_states=other)[0]
+        wrapped.begin_step(1)  # cached: same inputs again give each call's own full output back
+        cond2, uncond2 = wrapped(x, t, encoder_hidden_states=text)[0], wrapped(x, t, encoder_hidden_states=other)[0]
+    assert wrapped.full_steps == 2  # the two calls of step 0
+    torch.testing.assert_close(cond2, cond, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(uncond2, uncond, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(cond, uncond)
