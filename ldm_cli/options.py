@@ -25,7 +25,7 @@ ConfigOpt = Annotated[
     typer.Option("--config", help="Component configs for a single-file checkpoint [default: bundled SD1.5 configs]."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA; generate on a CPU with native bf16: bf16 for SD-sized UNets; else fp32), fp32, fp16 or bf16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line per result on stdout.")]
 VariantOpt = Annotated[
     Optional[str],

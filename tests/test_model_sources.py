@@ -231,3 +231,24 @@ def test_a_scheduler_ldm_has_no_sampler_for_is_a_clear_error(ldm, tiny_model, tm
     assert result.code == 1 and "TCDScheduler" in result.stderr and "--scheduler" in result.stderr
     assert result.stderr.splitlines()[-1].startswith("ldm: error:") and not (tmp_path / "x.png").exists()
     assert _gen(ldm, folder, "y.png", "--scheduler", "ddim").code == 0
+
+
+def test_lcm_without_g_uses_the_guidance_that_suits_it(ldm, lcm_model, tiny_model, tmp_path):
+    # An LCM-distilled UNet: diffusers' LatentConsistencyModelPipeline default, 8.5, as the embedding.
+    assert _gen(ldm, lcm_model, "d.png").code == 0
+    assert json.loads(Image.open(tmp_path / "d.png").text["ldm"])["settings"]["guidance"] == 8.5
+    assert "CFG scale: 8.5" in Image.open(tmp_path / "d.png").text["parameters"]
+    assert _gen(ldm, lcm_model, "d2.png", "--g", "8.5").code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "d.png")), np.asarray(Image.open(tmp_path / "d2.png")))
+    # A plain UNet sampled with lcm (an LCM-LoRA's case): 1.0, no unconditional pass.
+    assert _gen(ldm, tiny_model, "p.png", "--scheduler", "lcm").code == 0
+    assert json.loads(Image.open(tmp_path / "p.png").text["ldm"])["settings"]["guidance"] == 1.0
+    plan = json.loads(ldm("generate", "a cat", "--model", tiny_model, "--scheduler", "lcm", "--dry-run", "--json").stdout)
+    assert plan["guidance"] == 1.0 and plan["unet_batch"] == 1
+    # An explicit --g wins, and other samplers keep 7.5; --from replays the recorded guidance.
+    assert _gen(ldm, tiny_model, "g.png", "--scheduler", "lcm", "--g", "2").code == 0
+    assert json.loads(Image.open(tmp_path / "g.png").text["ldm"])["settings"]["guidance"] == 2.0
+    assert _gen(ldm, tiny_model, "e.png", "--scheduler", "euler").code == 0
+    assert json.loads(Image.open(tmp_path / "e.png").text["ldm"])["settings"]["guidance"] == 7.5
+    assert ldm("generate", "--from", "g.png", "--out", "g2.png").code == 0
+    assert json.loads(Image.open(tmp_path / "g2.png").text["ldm"])["settings"]["guidance"] == 2.0

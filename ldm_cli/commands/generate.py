@@ -38,6 +38,8 @@ EXAMPLES = """Examples:
 
   ldm generate "a (red:1.3) fox BREAK [blurry] snow" --clip-skip 2 --scheduler "DPM++ 2M Karras"
 
+  accelerate launch --multi_gpu --num_processes 2 -m ldm_cli generate --prompts-file F --seed 1 -o out/ --resume
+
   ldm generate "a castle" --hires-scale 2 --hires-strength 0.5 --variation-seed 7 --variation-strength 0.3
 
   ldm generate "a castle, <lora:pixel-art:0.8>" --lora-dir loras/ --embeddings-dir embeddings/
@@ -183,6 +185,12 @@ def generate(
     ] = None,
     hires_upscaler: Annotated[
         Optional[str], typer.Option("--hires-upscaler", help="Hires fix: latent (bilinear latents) or lanczos (pixels) [default: latent].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish a run in --out: skip the images its manifest.jsonl already lists.")
+    ] = False,
+    cache_interval: Annotated[
+        Optional[int], typer.Option("--cache-interval", help="DeepCache: a full UNet pass every Nth step, the others reuse its deep features; 1 = off [default: 1].")
     ] = None,
     rng: Annotated[
         Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (A1111's 'RNG: CPU'); the only choice [default: cpu].")

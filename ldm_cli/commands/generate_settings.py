@@ -13,6 +13,7 @@ from ldm_cli.models.performance import PerformanceSettings
 from ldm_cli.pipeline.inpaint_settings import check_recorded_files, inpaint_from_record
 from ldm_cli.commands.recipe_settings import RECIPE_FLAGS, from_a1111_recipe, from_record_recipe, recipe_settings
 from ldm_cli.pipeline.schedule_types import resolve_sampler
+from ldm_cli.pipeline.batch import check_batch
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
 
@@ -20,8 +21,10 @@ DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""
 def build_settings(args: dict) -> GenerateSettings:
     """Precedence: explicit flag > value recorded in --from image > default."""
     values = dict(DEFAULTS)
+    recorded = {}
     if args["from_image"] is not None:
-        values.update(settings_from_image(args["from_image"], args.get("lora_dir"), args.get("embeddings_dir")))
+        recorded = settings_from_image(args["from_image"], args.get("lora_dir"), args.get("embeddings_dir"))
+    values.update(recorded)
     explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
     unknown_sampler = values.pop("unknown_sampler", None)
     if unknown_sampler is not None and explicit.get("scheduler") is None:
@@ -74,6 +77,10 @@ def build_settings(args: dict) -> GenerateSettings:
         recorded_model_hash=values.get("recorded_model_hash"),
         recorded_tag_loras=tuple(values.get("recorded_tag_loras", {}).items()),
         attention_maps=args.get("attention_maps", False),
+        prompts_from_file=args["prompts_file"] is not None,
+        resume=args.get("resume", False),
+        cache_interval=values.get("cache_interval", 1),
+        guidance_default=args.get("guidance") is None and "guidance" not in recorded,
         model=ModelSettings(
             model=args["model"] or values.get("model"),
             revision=args["revision"] or values.get("revision"),
@@ -88,6 +95,7 @@ def build_settings(args: dict) -> GenerateSettings:
         ),
     )
     validate_generate(settings)
+    check_batch(settings)
     validate_variant(settings.model.variant)
     check_network_flags(settings)
     if settings.model.config is not None and not settings.model.config.is_dir():
@@ -120,7 +128,7 @@ def _unknown_sampler_text(sampler: str) -> str:
 
 INPAINT_FLAGS = ("mask", "mask_blur", "keep_unmasked", "inpaint_area", "inpaint_padding", "invert_mask",
                  "masked_content", "outpaint", "outpaint_fill")
-_SETTING_FLAGS = {"steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
+_SETTING_FLAGS = {"cache_interval", "steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
                   "init_image", "init_latents", "strength", *INPAINT_FLAGS, *RECIPE_FLAGS}
 
 
@@ -192,6 +200,7 @@ def settings_from_image(path: Path, lora_dirs=None, embedding_dirs=None) -> dict
             **inpaint_from_record(record.get("inpaint"), record.get("img2img")),
             **from_record_recipe(s),
             **networks_from_record(record, path, lora_dirs, embedding_dirs, _warn),
+            **({"cache_interval": s["cache_interval"]} if s.get("cache_interval", 1) != 1 else {}),
         }
     if chunks["parameters"]:
         if chunks.get("fooocus") is not None:

@@ -70,6 +70,10 @@ class GenerateSettings:
     recorded_model_hash: str | None = None  # --from: the model hash the image records (warned about if it differs)
     recorded_tag_loras: tuple[tuple[str, str], ...] = ()  # --from: (tag name, file) its <lora:> tags resolved to
     attention_maps: bool = False  # also write <name>-attention.png/.safetensors (ldm_cli.explain)
+    prompts_from_file: bool = False  # --prompts-file: a batch (pipeline/batch.py: manifest, deterministic names)
+    resume: bool = False  # --resume: skip the jobs the folder's manifest already lists
+    guidance_default: bool = False  # no --g given: the lcm sampler picks its own (guidance.lcm_default_guidance)
+    cache_interval: int = 1  # --cache-interval N: DeepCache, a full UNet pass every Nth step (pipeline/deepcache.py)
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -105,6 +109,7 @@ def validate_generate(s: GenerateSettings) -> None:
     if s.scheduler is not None:
         spec_for(s.scheduler)
     _check_range("--every", s.every, 1, 1000)
+    _check_range("--cache-interval", s.cache_interval, 1, 1000)
     if s.intermediates_mode not in PREVIEW_MODES:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
     from ldm_cli.pipeline.inpaint_settings import validate_inpaint

@@ -30,23 +30,27 @@ _CONFIG_FILES = {"unet": "unet/config.json", "vae": "vae/config.json", "text_enc
 
 def describe(settings) -> dict:
     """Everything the run would use, resolved without loading weights."""
-    from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
-    from ldm_cli.pipeline.guidance import uses_unconditional_pass
+    from ldm_cli.models.devices import dtype_name, generation_dtype, resolve_device
+    from ldm_cli.pipeline.guidance import LCM_DISTILLED_GUIDANCE, LCM_LORA_GUIDANCE, uses_unconditional_pass
     from ldm_cli.pipeline.schedulers import name_for_class
 
     m = settings.model
     source = resolve_source(m.model, m.revision)
     device = resolve_device(m.device)
-    dtype = dtype_name(resolve_dtype(m.dtype, device))
     check_device(settings.performance, device)
     configs, config_note = read_configs(source, m.config)
+    dtype = dtype_name(generation_dtype(m.dtype, device, configs["unet"])[0])  # as txt2img.load_model
     factor = 2 ** (len(configs["vae"]["block_out_channels"]) - 1)
     native = configs["unet"]["sample_size"] * factor
     height, width = settings.height or native, settings.width or native
     init = _init_size(settings)
     if init is not None:
         width, height = init
-    guided = uses_unconditional_pass(settings.guidance) and not configs["unet"].get("time_cond_proj_dim")
+    scheduler = settings.scheduler or name_for_class(configs["scheduler"].get("_class_name", ""))
+    guidance = settings.guidance
+    if settings.guidance_default and scheduler == "lcm":  # as txt2img.resolve_plan: lcm picks its own default
+        guidance = LCM_DISTILLED_GUIDANCE if configs["unet"].get("time_cond_proj_dim") else LCM_LORA_GUIDANCE
+    guided = uses_unconditional_pass(guidance) and not configs["unet"].get("time_cond_proj_dim")
     latent = [1, configs["unet"]["in_channels"], height // factor, width // factor]
     perf = settings.performance
     memory = estimate_memory(configs, count_parameters(configs), latent, height, width, guided, dtype, device, perf)
@@ -61,9 +65,9 @@ def describe(settings) -> dict:
         "height": height,
         "width": width,
         "steps": settings.steps,
-        "guidance": settings.guidance,
+        "guidance": guidance,
         "unet_batch": 2 if guided else 1,
-        "scheduler": settings.scheduler or name_for_class(configs["scheduler"].get("_class_name", "")),
+        "scheduler": scheduler,
         "seed": settings.seed if settings.seed is not None else "random",
         "images": len(settings.prompts) * settings.num_images,
         "out": str(settings.out or "outputs"),

@@ -21,6 +21,7 @@ from ldm_cli.pipeline import latents as latent_ops
 from ldm_cli.pipeline.guidance import guidance_embedding, uses_unconditional_pass
 from ldm_cli.models.loading import Components
 from ldm_cli.pipeline.sampling import Conditioning, denoise
+from ldm_cli.pipeline.deepcache import cached_unet
 from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
 from ldm_cli.pipeline.conditioning import PromptEncoder, pad_with_empty
 from ldm_cli.pipeline.noise import plan_noise, step_generator
@@ -44,6 +45,7 @@ class SamplingPlan:
     eta_noise_seed_delta: int = 0  # A1111's ENSD: re-seeds the per-step noise of stochastic samplers
     pad_conds: bool = False  # A1111's "Pad conds": pad the shorter conditioning instead of two UNet calls
     hires: object | None = None  # hires.HiresPlan: a second, upscaled img2img pass
+    cache_interval: int = 1  # DeepCache (pipeline/deepcache.py): a full UNet pass every Nth step; 1 = off
 
     def latent_shape(self, components: Components) -> tuple[int, int, int, int]:
         factor = components.vae_scale_factor
@@ -126,7 +128,8 @@ class TextToImage:
         step_kwargs = {}
         if spec_for(plan.scheduler).stochastic:
             step_kwargs["generator"] = step_generator(generator, seed, plan.eta_noise_seed_delta)
-        return denoise(c.unet, scheduler, begun.latents, conditioning, begun.timesteps, step_kwargs, on_step,
+        unet = cached_unet(c.unet, plan.cache_interval)  # the UNet itself unless --cache-interval > 1
+        return denoise(unet, scheduler, begun.latents, conditioning, begun.timesteps, step_kwargs, on_step,
                        unet_extra=begun.unet_extra, after_step=begun.after_step)
 
     def noise(self, shape, generator, plan: SamplingPlan):

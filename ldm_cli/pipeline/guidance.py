@@ -30,3 +30,17 @@ def guidance_embedding(guidance_scale: float, dim: int):
     angles = torch.tensor([(guidance_scale - 1) * 1000.0])[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
     return torch.nn.functional.pad(emb, (0, dim % 2))  # [1, dim]
+
+
+LCM_DISTILLED_GUIDANCE = 8.5  # diffusers' LatentConsistencyModelPipeline default for LCM-distilled UNets
+LCM_LORA_GUIDANCE = 1.0  # an LCM-LoRA on a plain UNet: no CFG pass (its authors use 1-2)
+
+
+def lcm_default_guidance(unet) -> float:
+    """The guidance `--scheduler lcm` uses when --g is not given.
+
+    A guidance-distilled UNet (`time_cond_proj_dim`) gets the scale as an embedding and was trained
+    around 8.5; a plain UNet under an LCM-LoRA already samples with the teacher's guidance baked in, so
+    a CFG pass on top over-saturates: 1.0 = the conditional prediction alone, half the UNet work."""
+    distilled = getattr(unet.config, "time_cond_proj_dim", None)
+    return LCM_DISTILLED_GUIDANCE if distilled else LCM_LORA_GUIDANCE

@@ -52,13 +52,14 @@ class NetworkPlan:
     def embeddings_used(self, *texts: str) -> list[Embedding]:
         return used_in(list(self.embeddings), *(without_network_tags(t) for t in texts))
 
-    def groups(self, jobs: list[tuple[str, int]]) -> list[tuple[tuple[LoraUse, ...], list[tuple[str, int]]]]:
-        """Jobs grouped by the LoRA set they need, in order of first appearance."""
+    def groups(self, jobs: list) -> list[tuple[tuple[LoraUse, ...], list]]:
+        """Jobs (anything with a .prompt, e.g. batch.Job) grouped by the LoRA set they need, in order of
+        first appearance."""
         grouped: dict[tuple, tuple[tuple[LoraUse, ...], list]] = {}
-        for prompt, seed in jobs:
-            loras = self.loras_for(prompt)
-            key = tuple((str(u.path), u.scale) for u in loras)
-            grouped.setdefault(key, (loras, []))[1].append((prompt, seed))
+        for job in jobs:
+            loras = self.loras_for(job.prompt)
+            key = tuple((str(u.path), u.scale, u.unet_scale) for u in loras)
+            grouped.setdefault(key, (loras, []))[1].append(job)
         return list(grouped.values())
 
 

@@ -89,6 +89,8 @@ def denoise(
     total = len(timesteps)
     with torch.no_grad():
         for index, t in enumerate(timesteps):
+            if hasattr(unet, "begin_step"):  # deepcache.CachedUNet: a full pass every Nth step
+                unet.begin_step(index)
             eps = predict_noise(unet, scheduler, latents, t, conditioning, unet_extra)
             latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
             if after_step is not None:

@@ -6,12 +6,12 @@ import json
 import secrets
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ldm_cli.errors import printable
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
-from ldm_cli.models.devices import dtype_name, resolve_device, resolve_dtype
+from ldm_cli.models.devices import dtype_name, generation_dtype, resolve_device
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
@@ -20,10 +20,21 @@ from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
 from ldm_cli.pipeline.recipe import output_size, plan_for_image
 from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
 from ldm_cli.pipeline.start import resolve_start
+from ldm_cli.pipeline.batch import MANIFEST_NAME, append_line, batch_mode, manifest_line, plan_jobs, rank_device
 
 
 def say(message: str) -> None:
     print(printable(message), file=sys.stderr, flush=True)
+
+
+def unet_config(source, single_file_config) -> dict | None:
+    """The UNet's config without its weights (what --dtype auto looks at); None when unreadable."""
+    from ldm_cli.pipeline.dry_run import read_configs
+
+    try:
+        return read_configs(source, single_file_config)[0]["unet"]
+    except Exception:  # the load that follows reports what is wrong with the model
+        return None
 
 
 def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[Components, str, object, float]:
@@ -31,8 +42,8 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
     settings.loras); returns them with the load time."""
     m = settings.model
     source = resolve_source(m.model, m.revision)
-    device = resolve_device(m.device)
-    dtype = resolve_dtype(m.dtype, device)
+    device = rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
+    dtype, _ = generation_dtype(m.dtype, device, unet_config(source, m.config))  # auto: bf16 only where measured to pay
     check_device(settings.performance, device)
     started = time.perf_counter()
     say(f"loading {source.spec} on {device} ({dtype_name(dtype)})")
@@ -60,6 +71,7 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
 def resolve_plan(settings: GenerateSettings, components: Components) -> SamplingPlan:
     """Fill in what defaults to the model: native size and its own scheduler."""
     from ldm_cli.pipeline.recipe import check_clip_skip, check_hires_size, plan_fields
+    from ldm_cli.pipeline.guidance import lcm_default_guidance
     from ldm_cli.pipeline.schedule_types import resolve_sampler
 
     native = components.native_size
@@ -71,11 +83,19 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         height=settings.height or native,
         width=settings.width or native,
         steps=settings.steps,
-        guidance=settings.guidance,
+        guidance=lcm_default_guidance(components.unet) if settings.guidance_default and scheduler == "lcm" else settings.guidance,
         scheduler=scheduler,
         negative_prompt=settings.negative_prompt,
+        cache_interval=settings.cache_interval,
         **recipe,
     )
+    if plan.cache_interval > 1:
+        from ldm_cli.pipeline.deepcache import supports_caching
+
+        why = supports_caching(components.unet)
+        if why:
+            say(f"warning: --cache-interval {plan.cache_interval} ignored: this UNet's layout is not SD's ({why}); every step runs in full")
+            plan = replace(plan, cache_interval=1)  # the record says what ran
     check_hires_size(plan)
     return plan
 
@@ -104,10 +124,14 @@ def run(settings: GenerateSettings, loaded: tuple | None = None, image_hook=None
     networks = plan_networks(settings)  # LoRAs and embeddings named by flags and prompts; no model yet
     for warning in networks.warnings:
         say(warning)
-    base_seed = settings.seed if settings.seed is not None else secrets.randbelow(2**32)
-    jobs = [(prompt, base_seed + i) for prompt in settings.prompts for i in range(settings.num_images)]
+    base_seed = settings.seed
+    if base_seed is None and not settings.resume:
+        base_seed = secrets.randbelow(2**32)
+        say(f"seed {base_seed} (random)")
+    jobs, base_seed = plan_jobs(settings, base_seed)  # this process's share; --resume drops what exists (batch.py)
+    manifest = (settings.out or Path("outputs")) / MANIFEST_NAME if batch_mode(settings) else None
     groups = networks.groups(jobs)
-    summaries, number = [], 0
+    summaries = []
     for index, (loras, group_jobs) in enumerate(groups):
         if index:
             say(f"next prompts use another LoRA set ({index + 1} of {len(groups)}): loading the model afresh")
@@ -122,8 +146,6 @@ def run(settings: GenerateSettings, loaded: tuple | None = None, image_hook=None
             warning = sampler_warning(plan.scheduler, plan.steps, components.scheduler_config)
             if warning:
                 say(warning)
-            if settings.seed is None:
-                say(f"seed {base_seed} (random)")
         text_to_image = TextToImage(components, device, dtype, start)
         text_to_image.text_for_clip = networks.clip_text
         preview_map = None
@@ -131,15 +153,17 @@ def run(settings: GenerateSettings, loaded: tuple | None = None, image_hook=None
             from ldm_cli.pipeline.latents import fit_preview_map
 
             preview_map = fit_preview_map(components.vae)
-        for prompt, seed in group_jobs:
-            number += 1
-            image_plan = plan_for_image(plan, seed - base_seed)
-            summary = _make_one(settings, image_plan, text_to_image, prompt, seed, number, len(jobs), preview_map,
-                                image_hook)
+        for job in group_jobs:
+            number = len(summaries) + 1
+            image_plan = plan_for_image(plan, job.seed - base_seed)
+            summary = _make_one(settings, image_plan, text_to_image, job.prompt, job.seed, number, len(jobs),
+                                preview_map, image_hook)
             summary["timings"]["model_load_s"] = round(load_seconds, 3)
             summary.update(start.record())  # "img2img" (and "inpaint") for images that started from a picture
-            summary["networks"] = networks_record(networks, prompt, settings.negative_prompt)
-            _write_and_report(settings, components, image_plan, hashes, device, dtype, summary)
+            summary["networks"] = networks_record(networks, job.prompt, settings.negative_prompt)
+            record = _write_and_report(settings, components, image_plan, hashes, device, dtype, summary, job.path)
+            if manifest is not None:
+                append_line(manifest, manifest_line(job, Path(summary["path"]), record["settings"], record["dtype"]))
             summaries.append(summary)
         components = text_to_image = None  # let this set's weights go before the next set loads
     return summaries
@@ -189,7 +213,7 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
     }
 
 
-def _write_and_report(settings, components, plan, hashes, device, dtype, summary) -> None:
+def _write_and_report(settings, components, plan, hashes, device, dtype, summary, path=None) -> dict:
     result = summary.pop("result")
     recorder = summary.pop("recorder")
     watch = summary.pop("watch", None)
@@ -204,7 +228,9 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
         prompt=result.prompt, seed=result.seed, settings=resolved, components=components, hashes=hashes,
         device=device, dtype=dtype_name(dtype), timings=summary["timings"], extra=extra or None,
     )
-    path = save_png(result.pixels, output_path(settings, result.prompt, result.seed), png_text(record))
+    chosen, reason = generation_dtype(settings.model.dtype, device, components.unet.config)
+    record["dtype_reason"] = reason if chosen == dtype else f"{dtype_name(dtype)}: as the model was loaded"
+    path = save_png(result.pixels, path or output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
                    width=output_size(plan)[0], height=output_size(plan)[1], steps=plan.steps, guidance=plan.guidance,
                    scheduler=plan.scheduler, model=components.source.spec)
@@ -218,3 +244,4 @@ def _write_and_report(settings, components, plan, hashes, device, dtype, summary
         extra = f"  steps in {summary['intermediates']}" if recorder is not None else ""
         extra += f"  attention maps in {summary['attention_png']}" if watch is not None else ""
         print(f"saved {path}  seed {result.seed}  {result.seconds:.1f} s{extra}", flush=True)
+    return record
