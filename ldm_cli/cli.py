@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from ldm_cli.commands import finetune, generate, info
+from ldm_cli.commands import finetune, generate, info, serve
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
 from ldm_cli.errors import INTERRUPT_EXIT, USAGE_EXIT, report
@@ -29,6 +29,7 @@ info.register(app)
 finetune.register(app)
 encode_commands.register(app)
 demo_commands.register(app)
+serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

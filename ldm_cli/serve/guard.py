@@ -1,0 +1,88 @@
+"""An ASGI layer in front of every route: HTTP basic auth (--api-auth) and the request size limit.
+
+The body is read here, up to the limit, before any route sees it, so an oversized base64 image
+is refused with 413 without being held whole in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from secrets import compare_digest
+
+
+def parse_credentials(text: str) -> dict[str, str]:
+    """--api-auth as A1111 reads it: 'user:pass' or 'user1:pass1,user2:pass2'. Raises ValueError."""
+    credentials = {}
+    for pair in text.split(","):
+        user, sep, password = pair.strip().partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"{pair.strip()!r} is not user:password")
+        credentials[user] = password
+    return credentials
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return (user, password) if sep else None
+
+
+class Guard:
+    def __init__(self, app, credentials: dict[str, str], max_body_bytes: int):
+        self.app = app
+        self.credentials = credentials
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.credentials and not self._authorised(headers.get("authorization", "")):
+            return await _answer(send, 401, "Incorrect username or password", {"WWW-Authenticate": 'Basic realm="ldm serve"'})
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await _answer(send, 413, self._too_large())
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its request: nothing to answer
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                return await _answer(send, 413, self._too_large())
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would say it
+
+        return await self.app(scope, replay, send)
+
+    def _authorised(self, header: str) -> bool:
+        given = basic_credentials(header)
+        if given is None or given[0] not in self.credentials:
+            return False
+        return compare_digest(given[1].encode(), self.credentials[given[0]].encode())
+
+    def _too_large(self) -> str:
+        return (f"the request is larger than {self.max_body_bytes // 2**20} MB; "
+                "send a smaller image or restart the server with a larger --max-body-mb")
+
+
+async def _answer(send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps({"error": "HTTPException", "detail": detail, "body": "", "errors": f"{status}: {detail}"}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
