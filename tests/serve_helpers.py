@@ -33,9 +33,9 @@ def call(url: str, path: str, body=None, *, raw: bytes | None = None, auth: tupl
         request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), _parse(response.read())
+            return response.status, response.headers, _parse(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), _parse(error.read())
+        return error.code, error.headers, _parse(error.read())
 
 
 def _parse(data: bytes):

@@ -156,11 +156,13 @@ class Worker:
                 continue
             self.progress.begin(job.spec.kind, job.spec.settings.num_images)
             try:
-                job.future.set_result(self.engine.run(job.spec, self.progress.image, self._on_step))
+                result = self.engine.run(job.spec, self.progress.image, self._on_step)
             except BaseException as exc:  # noqa: BLE001 - the request answers with it; the worker lives on
-                job.future.set_exception(exc)
-            finally:
                 self.progress.end()
+                job.future.set_exception(exc)
+            else:
+                self.progress.end()  # before the answer, so a client that polls next sees the job gone
+                job.future.set_result(result)
 
     def _on_step(self, info) -> None:
         self.progress.step(info.index + 1, info.total, self.engine.preview(info))
