@@ -65,6 +65,28 @@ def test_full_queue_answers_503_and_interrupt_stops_the_running_job(tiny_model):
         assert progress(url)["state"]["job_count"] == 0
 
 
+def test_a_queued_job_whose_client_left_is_dropped(tiny_model):
+    import json
+    import socket
+
+    with running_server(tiny_model, max_queue=2) as (url, worker):
+        long_job, _ = in_thread(call, url, "/sdapi/v1/txt2img", LONG)
+        wait_for(lambda: progress(url)["state"]["sampling_step"] > 0)
+        body = json.dumps({"prompt": PROMPT, "steps": 2}).encode()
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            wait_for(lambda: progress(url)["queued"] == 1)
+        wait_for(lambda: progress(url)["queued"] == 0)  # the server noticed the client leave
+        started = worker.jobs_run
+        call(url, "/sdapi/v1/interrupt", {})
+        long_job.join(60)
+        status, _, answer = call(url, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 2, "seed": 1})
+        assert status == 200 and len(answer["images"]) == 1
+        assert worker.jobs_run == started + 1  # only the last request ran: the abandoned one never started
+
+
 def test_interrupt_returns_the_images_already_made(tiny_model):
     with running_server(tiny_model, max_queue=2) as (url, worker):
         job, out = in_thread(call, url, "/sdapi/v1/txt2img", {**LONG, "steps": 20, "batch_size": 50, "seed": 100})
@@ -100,6 +122,8 @@ def test_request_size_is_limited(tiny_model):
         big = "A" * (2 * 2**20)
         status, _, body = call(url, "/sdapi/v1/img2img", {"prompt": PROMPT, "init_images": [big]})
         assert status == 413 and "--max-body-mb" in body["detail"]
+        status, _, body = call(url, "/sdapi/v1/img2img", {"prompt": PROMPT, "init_images": ["A" * (2**20 // 2)]})
+        assert status == 422 and "init_images[0]" in body["detail"]  # under the limit: read and judged
         assert call(url, "/sdapi/v1/options")[0] == 200
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import Body, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -43,6 +43,27 @@ def _describe(problem: dict) -> str:
     return f"{'.'.join(str(p) for p in problem.get('loc', ())[1:]) or 'body'}: {problem.get('msg')}"
 
 
+class ClientGone(Exception):
+    """The client closed the connection while its job waited; nobody is left to answer."""
+
+
+async def _unless_disconnected(http: Request, future):
+    """The job's result; if the client leaves first, cancel the job (dropped while still queued)."""
+    waiter = asyncio.wrap_future(future)
+    watcher = asyncio.ensure_future(_disconnect(http))
+    done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if waiter in done:
+        watcher.cancel()
+        return waiter.result()
+    waiter.cancel()  # cancels the queued job; a running one finishes and its result is dropped
+    raise ClientGone()
+
+
+async def _disconnect(http: Request) -> None:
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
     engine = worker.engine
     app = FastAPI(title="ldm serve", description="A1111-compatible API of ldm", version="1")
@@ -68,11 +89,15 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
         return JSONResponse(status_code=exc.status_code, headers=exc.headers,
                             content=error_body("HTTPException", exc.detail, f"{exc.status_code}: {exc.detail}"))
 
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone):
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception):
         return JSONResponse(status_code=500, content=error_body(type(exc).__name__, "", one_line(exc)))
 
-    async def generate(request: Txt2ImgRequest):
+    async def generate(request: Txt2ImgRequest, http: Request):
         job = await run_in_threadpool(build_job, request, engine.model_settings, settings.scratch, engine.knows)
         try:
             future = worker.submit(job)
@@ -82,7 +107,7 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
             raise HTTPException(503, str(exc)) from None
         timestamp = worker.progress.job_timestamp
         try:
-            result = await asyncio.wrap_future(future)
+            result = await _unless_disconnected(http, future)
         except ShuttingDown as exc:
             raise HTTPException(503, str(exc)) from None
         except LdmError as exc:
@@ -90,12 +115,12 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
         return responses.generation_response(request, result, engine, timestamp)
 
     @app.post("/sdapi/v1/txt2img")
-    async def txt2img(request: Txt2ImgRequest):
-        return await generate(request)
+    async def txt2img(request: Txt2ImgRequest, http: Request):
+        return await generate(request, http)
 
     @app.post("/sdapi/v1/img2img")
-    async def img2img(request: Img2ImgRequest):
-        return await generate(request)
+    async def img2img(request: Img2ImgRequest, http: Request):
+        return await generate(request, http)
 
     @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):

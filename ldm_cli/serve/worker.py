@@ -94,13 +94,16 @@ class Worker:
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._interrupt = threading.Event()
         self._closed = False
+        self.jobs_run = 0  # jobs started (a cancelled one never starts)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="ldm-serve-worker", daemon=True)
         self._thread.start()
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        """Jobs waiting that someone still waits for."""
+        with self._queue.mutex:
+            return sum(1 for job in self._queue.queue if job is not None and not job.future.cancelled())
 
     def submit(self, spec: JobSpec) -> Future:
         job = Job(spec, Future())
@@ -154,6 +157,7 @@ class Worker:
             if self._closed:
                 job.future.set_exception(ShuttingDown("the server is shutting down; the job was not started"))
                 continue
+            self.jobs_run += 1
             self.progress.begin(job.spec.kind, job.spec.settings.num_images)
             try:
                 result = self.engine.run(job.spec, self.progress.image, self._on_step)
