@@ -49,7 +49,3 @@ def pixels_of_b64(text: str) -> np.ndarray:
     with Image.open(io.BytesIO(base64.b64decode(text))) as image:
         return np.asarray(image.convert("RGB"))
 
-
-def text_chunks_of_b64(text: str) -> dict:
-    with Image.open(io.BytesIO(base64.b64decode(text))) as image:
-        return dict(image.text)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from serve_helpers import call, pixels_of_b64, running_server, text_chunks_of_b64
+from serve_helpers import call, running_server
 
 webuiapi = pytest.importorskip("webuiapi", reason="the webuiapi client is a test extra: pip install -e '.[test]'")
 
@@ -210,19 +208,3 @@ def test_page_is_served(server):
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert "/sdapi/v1/" in page and 'id="prompt"' in page
 
-
-def wait_for(predicate, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
-
-
-def in_thread(target, *args):
-    out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("value", target(*args)), daemon=True)
-    thread.start()
-    return thread, out

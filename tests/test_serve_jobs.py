@@ -101,6 +101,23 @@ def test_interrupt_returns_the_images_already_made(tiny_model):
         assert info["interrupted"] and info["all_seeds"] == list(range(100, 100 + len(answer["images"])))
 
 
+def test_skip_drops_the_current_image_and_the_job_goes_on(tiny_model):
+    import json
+
+    with running_server(tiny_model, max_queue=2) as (url, worker):
+        job, out = in_thread(call, url, "/sdapi/v1/txt2img", {**LONG, "steps": 300, "batch_size": 3, "seed": 10})
+        wait_for(lambda: progress(url)["state"]["sampling_step"] > 0)
+        call(url, "/sdapi/v1/skip", {})
+        wait_for(lambda: progress(url)["state"]["job_no"] >= 1)
+        call(url, "/sdapi/v1/skip", {})
+        wait_for(lambda: (p := progress(url)["state"])["job_no"] >= 2 and p["sampling_step"] > 0)
+        job.join(120)
+        status, _, answer = out["value"]
+        assert status == 200 and len(answer["images"]) == 1
+        info = json.loads(answer["info"])
+        assert info["all_seeds"] == [12] and not info["interrupted"]  # the first two were skipped, the third made
+
+
 def test_auth_is_required_when_set(tiny_model):
     webuiapi = pytest.importorskip("webuiapi")
     with running_server(tiny_model, credentials=(("alice", "s3cret"), ("bob", "pw"))) as (url, worker):

@@ -41,10 +41,15 @@ def serve(
     lora: Annotated[
         Optional[list[str]], typer.Option("--lora", help="LoRA .safetensors merged into the model at start, FILE or FILE:SCALE; repeatable.")
     ] = None,
+    compile_unet: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet: a slow first request, faster later ones.")] = False,
+    offload: Annotated[bool, typer.Option("--offload", help="CUDA with little memory: models wait on the CPU, each moves to the GPU to run.")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last (NHWC) memory format for the UNet.")] = False,
+    vae_tiling: Annotated[bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")] = False,
 ) -> int:
     from ldm_cli.errors import UsageError
     from ldm_cli.models.devices import check_device_and_dtype
     from ldm_cli.models.lora import parse_lora_arg
+    from ldm_cli.models.performance import PerformanceSettings
     from ldm_cli.pipeline.config import ModelSettings
     from ldm_cli.serve.guard import parse_credentials
     from ldm_cli.serve.server import ServeSettings, check_exposure, run
@@ -68,6 +73,7 @@ def serve(
         model=ModelSettings(model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, config=config,
                             device=device, dtype=dtype),
         loras=tuple(str(parse_lora_arg(v)) for v in lora or ()),
+        performance=PerformanceSettings(channels_last=channels_last, compile=compile_unet, offload=offload, vae_tiling=vae_tiling),
         host=host, port=port, credentials=tuple(credentials.items()), insecure=insecure,
         max_queue=max_queue, max_body_mb=max_body_mb,
     )

@@ -136,7 +136,7 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
 
     @app.post("/sdapi/v1/skip")
     async def skip():
-        worker.interrupt()  # one image at a time: skipping the current image ends the job as interrupt does
+        worker.skip()
         return {}
 
     @app.get("/sdapi/v1/options")

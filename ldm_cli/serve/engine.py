@@ -28,6 +28,10 @@ class Interrupted(Exception):
     """Raised from the step callback when /sdapi/v1/interrupt (or shutdown) asks the job to stop."""
 
 
+class Skipped(Exception):
+    """Raised from the step callback when /sdapi/v1/skip drops the current image; the job goes on."""
+
+
 @dataclass
 class ServedImage:
     seed: int
@@ -111,6 +115,8 @@ class Engine:
 
             try:
                 made = generator.generate(s.prompts[0], seed, plan, counted)
+            except Skipped:
+                continue
             except Interrupted:
                 result.interrupted = True
                 break

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from ldm_cli.serve.engine import Engine, Interrupted, now_stamp
+from ldm_cli.serve.engine import Engine, Interrupted, Skipped, now_stamp
 from ldm_cli.serve.requests import JobSpec
 
 
@@ -93,6 +93,7 @@ class Worker:
         self.progress = Progress()
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._interrupt = threading.Event()
+        self._skip = threading.Event()
         self._closed = False
         self.jobs_run = 0  # jobs started (a cancelled one never starts)
         self._lock = threading.Lock()
@@ -115,6 +116,11 @@ class Worker:
             except queue.Full:
                 raise QueueFull(f"the queue is full ({self._queue.maxsize} jobs waiting); try again shortly") from None
         return job.future
+
+    def skip(self) -> None:
+        """Drop the image being made; the job goes on with its next image (A1111's skip)."""
+        if self.progress.job:
+            self._skip.set()
 
     def interrupt(self) -> None:
         """Stop the running job after its current step (jobs still queued are not touched, as in A1111)."""
@@ -160,7 +166,7 @@ class Worker:
             self.jobs_run += 1
             self.progress.begin(job.spec.kind, job.spec.settings.num_images)
             try:
-                result = self.engine.run(job.spec, self.progress.image, self._on_step)
+                result = self.engine.run(job.spec, self._on_image, self._on_step)
             except BaseException as exc:  # noqa: BLE001 - the request answers with it; the worker lives on
                 self.progress.end()
                 job.future.set_exception(exc)
@@ -168,8 +174,14 @@ class Worker:
                 self.progress.end()  # before the answer, so a client that polls next sees the job gone
                 job.future.set_result(result)
 
+    def _on_image(self, number: int, total: int) -> None:
+        self._skip.clear()
+        self.progress.image(number, total)
+
     def _on_step(self, info) -> None:
         self.progress.step(info.index + 1, info.total, self.engine.preview(info))
         if self._interrupt.is_set():
             self.progress.mark_interrupted()
             raise Interrupted()
+        if self._skip.is_set():
+            raise Skipped()
