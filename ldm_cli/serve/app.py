@@ -149,7 +149,7 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
         if wanted is not None and not engine.knows(str(wanted)):
             raise RequestError(f"sd_model_checkpoint {wanted!r}: not the loaded model {engine.title!r}; "
                                "ldm serve keeps one model (restart it with --model to serve another)")
-        if int(new.get("CLIP_stop_at_last_layers") or 1) != 1:
+        if str(new.get("CLIP_stop_at_last_layers") or 1) not in ("1", "1.0"):
             raise RequestError("not supported yet: CLIP_stop_at_last_layers (clip skip)")
         options.update({k: v for k, v in new.items() if k != "sd_model_checkpoint"})
         return None

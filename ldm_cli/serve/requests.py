@@ -104,7 +104,7 @@ UNWIRED: list[tuple[str, Callable[[Txt2ImgRequest], bool], str, bool]] = [
     ("mask", lambda r: bool(getattr(r, "mask", None)), "inpainting", True),
     ("latent_mask", lambda r: bool(getattr(r, "latent_mask", None)), "inpainting", True),
     ("override_settings.CLIP_stop_at_last_layers",
-     lambda r: int(r.override_settings.get("CLIP_stop_at_last_layers") or 1) != 1, "clip skip", True),
+     lambda r: str(r.override_settings.get("CLIP_stop_at_last_layers") or 1) not in ("1", "1.0"), "clip skip", True),
     ("restore_faces", lambda r: bool(r.restore_faces), "face restoration", False),
     ("tiling", lambda r: bool(r.tiling), "tiling", False),
     ("refiner_checkpoint", lambda r: bool(r.refiner_checkpoint), "refiner models", False),

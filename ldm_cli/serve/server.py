@@ -74,8 +74,10 @@ def _uvicorn_server(app, on_exit=None):
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
-            if on_exit is not None:
-                on_exit()  # answers queued jobs 503 and interrupts the running one, so connections close
+            if on_exit is not None and not self.should_exit:
+                # Answer queued jobs 503 and interrupt the running one, so connections close. On a thread
+                # of its own: this runs inside a signal handler, maybe while the loop holds a queue lock.
+                threading.Thread(target=on_exit, name="ldm-serve-stop", daemon=True).start()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30, access_log=False)
