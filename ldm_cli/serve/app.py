@@ -105,14 +105,13 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
             raise HTTPException(503, str(exc), headers={"Retry-After": str(settings.retry_after_s)}) from None
         except ShuttingDown as exc:
             raise HTTPException(503, str(exc)) from None
-        timestamp = worker.progress.job_timestamp
         try:
             result = await _unless_disconnected(http, future)
         except ShuttingDown as exc:
             raise HTTPException(503, str(exc)) from None
         except LdmError as exc:
             raise HTTPException(500, one_line(exc)) from None
-        return responses.generation_response(request, result, engine, timestamp)
+        return await run_in_threadpool(responses.generation_response, request, result, engine)
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest, http: Request):

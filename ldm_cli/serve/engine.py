@@ -48,6 +48,7 @@ class JobResult:
     images: list[ServedImage] = field(default_factory=list)
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
+    timestamp: str = field(default_factory=lambda: now_stamp())  # A1111's job_timestamp: when the job began
 
 
 class Engine:

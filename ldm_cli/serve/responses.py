@@ -12,17 +12,17 @@ from ldm_cli.serve.engine import Engine, JobResult
 from ldm_cli.serve.requests import Img2ImgRequest, Txt2ImgRequest
 
 
-def generation_response(request: Txt2ImgRequest, result: JobResult, engine: Engine, timestamp: str) -> dict:
+def generation_response(request: Txt2ImgRequest, result: JobResult, engine: Engine) -> dict:
     """TextToImageResponse / ImageToImageResponse: {"images", "parameters", "info"}."""
     parameters = request.model_dump()
     if isinstance(request, Img2ImgRequest) and not request.include_init_images:
         parameters["init_images"] = None  # as A1111: the request's pictures are not sent back unless asked
         parameters["mask"] = None
     images = [base64.b64encode(image.png).decode("ascii") for image in result.images] if request.send_images else []
-    return {"images": images, "parameters": parameters, "info": json.dumps(info(request, result, engine, timestamp))}
+    return {"images": images, "parameters": parameters, "info": json.dumps(info(request, result, engine))}
 
 
-def info(request: Txt2ImgRequest, result: JobResult, engine: Engine, timestamp: str) -> dict:
+def info(request: Txt2ImgRequest, result: JobResult, engine: Engine) -> dict:
     """The fields of A1111's Processed.js() that describe what was made."""
     plan, made = result.plan, result.images
     seeds = [image.seed for image in made] or result.seeds
@@ -41,7 +41,7 @@ def info(request: Txt2ImgRequest, result: JobResult, engine: Engine, timestamp: 
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": strength,
         "extra_generation_params": {}, "index_of_first_image": 0,
         "infotexts": [image.infotext for image in made], "styles": [],
-        "job_timestamp": timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
+        "job_timestamp": result.timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": f"ldm {__version__}",
         "interrupted": result.interrupted, "warnings": result.warnings,
     }
