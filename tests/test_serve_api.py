@@ -118,6 +118,22 @@ def test_options_accept_the_loaded_model_only(server):
     assert status == 422 and "one model" in body["detail"]
 
 
+def test_the_open_webui_flow(server):
+    """What Open WebUI does (backend/open_webui/routers/images.py): options and models read, the whole
+    options dict posted back with the chosen title, then a txt2img; base URL with a trailing slash."""
+    base = server + "/"
+    _, _, models = call(base, "/sdapi/v1/sd-models")
+    status, _, options = call(base, "/sdapi/v1/options")
+    assert status == 200
+    options["sd_model_checkpoint"] = models[0]["title"]
+    assert call(base, "/sdapi/v1/options", options)[0] == 200
+    body = {"prompt": PROMPT, "batch_size": 2, "width": 64, "height": 64, "steps": 2, "negative_prompt": "blurry",
+            "cfg_scale": 5, "sampler_name": "Euler a", "scheduler": "Automatic"}
+    status, _, answer = call(base, "/sdapi/v1/txt2img", body)
+    assert status == 200 and len(answer["images"]) == 2
+    assert "Negative prompt: blurry" in json.loads(answer["info"])["infotexts"][0]
+
+
 def test_png_info_reads_the_served_metadata(client):
     result = client.txt2img(prompt=PROMPT, steps=2, seed=9, sampler_name="DDIM", width=64, height=64)
     info = client.png_info(result.image)

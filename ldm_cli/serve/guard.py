@@ -1,4 +1,5 @@
-"""An ASGI layer in front of every route: HTTP basic auth (--api-auth) and the request size limit.
+"""An ASGI layer in front of every route: HTTP basic auth (--api-auth), the request size limit,
+and doubled slashes in paths (clients that join a base URL ending in "/" with "/sdapi/...").
 
 The body is read here, up to the limit, before any route sees it, so an oversized base64 image
 is refused with 413 without being held whole in memory.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from secrets import compare_digest
 
 
@@ -43,6 +45,8 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if "//" in scope["path"]:  # a base URL given with a trailing slash: http://host:7860//sdapi/v1/...
+            scope = {**scope, "path": re.sub("/{2,}", "/", scope["path"])}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if self.credentials and not self._authorised(headers.get("authorization", "")):
             return await _answer(send, 401, "Incorrect username or password", {"WWW-Authenticate": 'Basic realm="ldm serve"'})
