@@ -100,6 +100,10 @@ def test_model_and_sampler_lists(client, server):
     assert {s["name"] for s in client.get_schedulers()} == {"automatic", "karras"}
     assert client.get_loras() == [] and client.get_sd_vae() == []
     assert client.get_embeddings() == {"loaded": {}, "skipped": {}}
+    assert client.get_upscalers() == [] and client.get_hypernetworks() == [] and client.get_scripts() == {"txt2img": [], "img2img": []}
+    status, _, answer = call(server, "/internal/ping")
+    assert status == 200 and answer == {}
+    assert call(server, "/sdapi/v1/refresh-checkpoints", {})[0] == 200
 
 
 def test_karras_schedule_and_old_style_names_agree(client):
@@ -176,6 +180,8 @@ def test_bad_json_and_bad_images_answer_422(server):
     ({"subseed_strength": 0.3, "subseed": 5}, "not supported yet: subseed_strength"),
     ({"seed_resize_from_w": 128}, "not supported yet: seed_resize_from_w"),
     ({"override_settings": {"CLIP_stop_at_last_layers": 2}}, "not supported yet: override_settings.CLIP_stop_at_last_layers"),
+    ({"clip_skip": 2}, "not supported yet: clip_skip"),
+    ({"override_settings": {"sd_vae": "other.vae.safetensors"}}, "not supported yet: override_settings.sd_vae"),
     ({"restore_faces": True}, "not supported by ldm: restore_faces"),
     ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "always on script ControlNet not found"),
 ])
@@ -188,6 +194,21 @@ def test_mask_is_not_supported_yet(client, init_png):
     with Image.open(init_png) as image:
         with pytest.raises(RuntimeError, match="not supported yet: mask"):
             client.img2img(images=[image.copy()], mask_image=image.copy(), prompt=PROMPT, steps=2, width=64, height=64)
+
+
+def test_save_images_writes_the_png_as_ldm_generate_names_it(tiny_model, tmp_path):
+    out = tmp_path / "saved"
+    with running_server(tiny_model, out=out) as (url, worker):
+        status, _, answer = call(url, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 2, "seed": 21, "width": 64,
+                                                            "height": 64, "save_images": True})
+        assert status == 200
+        status, _, again = call(url, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 2, "seed": 21, "width": 64,
+                                                           "height": 64, "save_images": True})
+        call(url, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 1, "seed": 3, "width": 64, "height": 64})
+    saved = sorted(p.name for p in out.iterdir())
+    assert saved == ["a-red-square-on-a-blue-field-21-2.png", "a-red-square-on-a-blue-field-21.png"]  # never overwritten
+    with Image.open(out / saved[1]) as image:
+        assert image.text["parameters"] == json.loads(answer["info"])["infotexts"][0]
 
 
 def test_client_defaults_are_accepted(server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -31,6 +32,9 @@ def serve(
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback --host without --api-auth.")] = False,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Jobs that may wait behind the running one, 1..1000; more get 503.")] = 16,
     max_body_mb: Annotated[int, typer.Option("--max-body-mb", help="Largest request body in MB, 1..2048 (base64 images).")] = 50,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the PNGs of requests with save_images; never overwrites.")
+    ] = Path("outputs"),
     model: ModelOpt = None,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
@@ -75,7 +79,9 @@ def serve(
         loras=tuple(str(parse_lora_arg(v)) for v in lora or ()),
         performance=PerformanceSettings(channels_last=channels_last, compile=compile_unet, offload=offload, vae_tiling=vae_tiling),
         host=host, port=port, credentials=tuple(credentials.items()), insecure=insecure,
-        max_queue=max_queue, max_body_mb=max_body_mb,
+        max_queue=max_queue, max_body_mb=max_body_mb, out=out,
     )
+    if out.suffix.lower() == ".png" or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out}: give a folder (each saved image gets its own name)")
     check_exposure(settings)
     return run(settings)

@@ -27,6 +27,7 @@ PAGE = Path(__file__).resolve().parent.parent / "assets" / "serve" / "index.html
 @dataclass
 class AppSettings:
     scratch: Path  # init images pass through here
+    out: Path = Path("outputs")  # where save_images writes
     credentials: dict[str, str] = field(default_factory=dict)  # user -> password; empty: no auth
     max_body_bytes: int = 50 * 2**20
     retry_after_s: int = 5
@@ -64,6 +65,14 @@ async def _disconnect(http: Request) -> None:
         pass
 
 
+async def _empty_list() -> list:
+    return []
+
+
+async def _nothing() -> None:
+    return None
+
+
 def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
     engine = worker.engine
     app = FastAPI(title="ldm serve", description="A1111-compatible API of ldm", version="1")
@@ -98,7 +107,7 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
         return JSONResponse(status_code=500, content=error_body(type(exc).__name__, "", one_line(exc)))
 
     async def generate(request: Txt2ImgRequest, http: Request):
-        job = await run_in_threadpool(build_job, request, engine.model_settings, settings.scratch, engine.knows)
+        job = await run_in_threadpool(build_job, request, engine.model_settings, settings.scratch, engine.knows, settings.out)
         try:
             future = worker.submit(job)
         except QueueFull as exc:
@@ -185,13 +194,14 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
     async def prompt_styles():
         return []
 
-    @app.get("/sdapi/v1/upscalers")
-    async def upscalers():
-        return []
+    for path in ("upscalers", "latent-upscale-modes", "hypernetworks", "face-restorers"):  # none: a client's menus stay empty
+        app.add_api_route(f"/sdapi/v1/{path}", _empty_list, methods=["GET"])
+    for path in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):  # nothing on disk to rescan
+        app.add_api_route(f"/sdapi/v1/{path}", _nothing, methods=["POST"])
 
-    @app.post("/sdapi/v1/refresh-checkpoints")
-    async def refresh_checkpoints():
-        return None
+    @app.get("/internal/ping")
+    async def ping():  # what A1111 answers to liveness probes
+        return {}
 
     @app.post("/sdapi/v1/png-info")
     async def png_info(body: dict = Body(...)):

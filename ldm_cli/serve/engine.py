@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ldm_cli.files.images import png_bytes
+from ldm_cli.files.images import png_bytes, save_png
 from ldm_cli.models.devices import dtype_name
 from ldm_cli.models.performance import PerformanceSettings
 from ldm_cli.pipeline import img2img
@@ -18,7 +18,7 @@ from ldm_cli.pipeline.generation import SamplingPlan
 from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
 from ldm_cli.pipeline.sampling import StepInfo, normalized_latents
 from ldm_cli.pipeline.schedulers import sampler_warning
-from ldm_cli.pipeline.txt2img import load_model, resolve_plan
+from ldm_cli.pipeline.txt2img import load_model, output_path, resolve_plan
 from ldm_cli.serve.requests import JobSpec
 
 SERVED_INIT_IMAGE = "request:init_images[0]"  # what a served img2img PNG records as its init image
@@ -38,6 +38,8 @@ class ServedImage:
     png: bytes
     infotext: str
     record: dict
+    text: dict[str, str]  # the PNG's text chunks
+    path: str | None = None  # where save_images wrote it
 
 
 @dataclass
@@ -121,7 +123,10 @@ class Engine:
             except Interrupted:
                 result.interrupted = True
                 break
-            result.images.append(self._served(s, plan, made, job.init, len(steps_run)))
+            served = self._served(s, plan, made, job.init, len(steps_run))
+            if job.save:
+                served.path = str(save_png(made.pixels, output_path(s, made.prompt, made.seed), served.text))
+            result.images.append(served)
         return result
 
     def _served(self, s: GenerateSettings, plan: SamplingPlan, made, init, steps_run: int) -> ServedImage:
@@ -137,7 +142,7 @@ class Engine:
         record = build_record(prompt=made.prompt, seed=made.seed, settings=resolved, components=self.components,
                               hashes=self.hashes, device=self.device, dtype=dtype_name(self.dtype), timings=timings, extra=extra)
         text = png_text(record)
-        return ServedImage(made.seed, png_bytes(made.pixels, text), text["parameters"], record)
+        return ServedImage(made.seed, png_bytes(made.pixels, text), text["parameters"], record, text)
 
 
 def now_stamp() -> str:

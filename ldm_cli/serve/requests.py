@@ -105,13 +105,15 @@ UNWIRED: list[tuple[str, Callable[[Txt2ImgRequest], bool], str, bool]] = [
     ("latent_mask", lambda r: bool(getattr(r, "latent_mask", None)), "inpainting", True),
     ("override_settings.CLIP_stop_at_last_layers",
      lambda r: str(r.override_settings.get("CLIP_stop_at_last_layers") or 1) not in ("1", "1.0"), "clip skip", True),
+    ("clip_skip", lambda r: str((r.model_extra or {}).get("clip_skip") or 1) not in ("1", "1.0"), "clip skip", True),
+    ("override_settings.sd_vae", lambda r: str(r.override_settings.get("sd_vae") or "Automatic") not in ("Automatic", "None"),
+     "a VAE other than the model's own", True),
     ("restore_faces", lambda r: bool(r.restore_faces), "face restoration", False),
     ("tiling", lambda r: bool(r.tiling), "tiling", False),
     ("refiner_checkpoint", lambda r: bool(r.refiner_checkpoint), "refiner models", False),
     ("script_name", lambda r: bool(r.script_name), "A1111 scripts", False),
     ("styles", lambda r: bool(r.styles), "saved prompt styles (GET /sdapi/v1/prompt-styles lists none)", False),
     ("infotext", lambda r: bool(r.infotext), "settings from an infotext (use the fields themselves)", False),
-    ("save_images", lambda r: r.save_images, "saving on the server (keep the returned PNGs)", False),
     ("initial_noise_multiplier", lambda r: getattr(r, "initial_noise_multiplier", None) not in (None, 1, 1.0),
      "initial noise multiplier", False),
     ("init_images", lambda r: len(getattr(r, "init_images", [])) > 1, "more than one init image", False),
@@ -126,6 +128,7 @@ class JobSpec:
     kind: str  # "txt2img" or "img2img"
     settings: GenerateSettings
     init: object | None  # img2img.InitSource
+    save: bool = False  # save_images: also write each PNG to settings.out, as `ldm generate` names them
 
 
 def check_unwired(request: Txt2ImgRequest) -> None:
@@ -136,7 +139,8 @@ def check_unwired(request: Txt2ImgRequest) -> None:
         raise RequestError(f"always on script {next(iter(request.alwayson_scripts))} not found")
 
 
-def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, knows_model: Callable[[str], bool]) -> JobSpec:
+def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, knows_model: Callable[[str], bool],
+              out: Path = Path("outputs")) -> JobSpec:
     """Validate `request` and turn it into a JobSpec; raises RequestError (422) naming the field."""
     check_unwired(request)
     wanted = request.override_settings.get("sd_model_checkpoint")
@@ -144,7 +148,7 @@ def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, know
         raise RequestError(f"override_settings.sd_model_checkpoint {wanted!r}: this server has one model loaded "
                            "(GET /sdapi/v1/sd-models); restart `ldm serve --model` to serve another")
     img2img = isinstance(request, Img2ImgRequest)
-    settings = _settings(request, model, scratch)
+    settings = _settings(request, model, out if request.save_images else scratch)
     init = None
     if img2img:
         settings = replace(settings, init_image=_write_init_image(request, scratch), strength=request.denoising_strength,
@@ -160,10 +164,10 @@ def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, know
     finally:
         if settings.init_image is not None:
             settings.init_image.unlink(missing_ok=True)
-    return JobSpec("img2img" if img2img else "txt2img", settings, init)
+    return JobSpec("img2img" if img2img else "txt2img", settings, init, save=request.save_images)
 
 
-def _settings(request: Txt2ImgRequest, model: ModelSettings, scratch: Path) -> GenerateSettings:
+def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path) -> GenerateSettings:
     try:
         scheduler = resolve(request.sampler_name or request.sampler_index, request.scheduler)
     except SamplerError as exc:
@@ -181,7 +185,7 @@ def _settings(request: Txt2ImgRequest, model: ModelSettings, scratch: Path) -> G
         width=request.width,
         scheduler=scheduler,
         num_images=total,
-        out=scratch,  # nothing is written there but init images; validation wants a writable place
+        out=out,  # the scratch folder unless save_images: validation wants a writable place either way
         model=model,
     )
 
@@ -216,6 +220,7 @@ _FLAGS = [
     ("--num-images", "batch_size x n_iter"), ("--steps", "steps"), ("--guidance", "cfg_scale"),
     ("--height", "height"), ("--width", "width"), ("--seed", "seed"), ("--strength", "denoising_strength"),
     ("--scheduler", "sampler_name"), ("--init-image", "init_images[0]"), ("--resize", "resize_mode"),
+    ("choose another --out", "restart `ldm serve` with another --out"), ("--out", "save_images to"),
     ("ldm generate", "the request"),
 ]
 

@@ -29,6 +29,7 @@ class ServeSettings:
     insecure: bool = False
     max_queue: int = 16
     max_body_mb: int = 50
+    out: Path = Path("outputs")  # where requests with save_images write their PNGs
 
 
 def is_local(host: str) -> bool:
@@ -91,7 +92,8 @@ def _parts(s: ServeSettings, scratch: Path):
 
     engine = Engine(s.model, s.loras, s.performance)
     worker = Worker(engine, s.max_queue)
-    app = create_app(worker, AppSettings(scratch=scratch, credentials=dict(s.credentials), max_body_bytes=s.max_body_mb * 2**20))
+    app = create_app(worker, AppSettings(scratch=scratch, out=s.out, credentials=dict(s.credentials),
+                                                 max_body_bytes=s.max_body_mb * 2**20))
     return engine, worker, app
 
 
