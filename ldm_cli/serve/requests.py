@@ -6,6 +6,16 @@ that *uses* it (a value other than the neutral default clients send) answers 422
 "not supported yet: FIELD". To wire one, map it in `_settings` and drop its UNWIRED line.
 Fields that only tune A1111's own samplers (eta, s_churn, s_tmin, s_tmax, s_noise, s_min_uncond,
 image_cfg_scale) and bookkeeping fields (do_not_save_*, force_task_id, comments) are ignored.
+
+Waiting for a backend (UNWIRED, "yet"):
+  hires fix        enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x/y,
+                   hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength (txt2img)
+  variation seeds  subseed, subseed_strength, seed_resize_from_w/h
+  inpainting       mask, mask_blur(_x/_y), inpainting_fill, inpaint_full_res(_padding),
+                   inpainting_mask_invert, latent_mask
+  clip skip        override_settings.CLIP_stop_at_last_layers, clip_skip
+  VAE override     override_settings.sd_vae
+Prompt syntax (weights, LoRA tags) needs no field: `prompt` reaches the same pipeline as the CLI's.
 """
 
 from __future__ import annotations
