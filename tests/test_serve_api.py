@@ -112,6 +112,8 @@ def test_karras_schedule_and_old_style_names_agree(client):
     plain = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M", width=64, height=64)
     assert np.array_equal(np.asarray(new.image), np.asarray(old.image))
     assert "Sampler: DPM++ 2M Karras" in new.info["infotexts"][0]
+    assert (new.info["sampler_name"], new.info["scheduler"]) == ("DPM++ 2M", "karras")
+    assert new.info["extra_generation_params"] == {"Schedule type": "Karras"}
     assert "Sampler: DPM++ 2M," in plain.info["infotexts"][0]
 
 

@@ -7,7 +7,7 @@ import io
 import json
 
 from ldm_cli import __version__
-from ldm_cli.pipeline.schedulers import spec_for
+from ldm_cli.serve.samplers import a1111_pair
 from ldm_cli.serve.engine import Engine, JobResult
 from ldm_cli.serve.requests import Img2ImgRequest, Txt2ImgRequest
 
@@ -27,6 +27,7 @@ def info(request: Txt2ImgRequest, result: JobResult, engine: Engine) -> dict:
     plan, made = result.plan, result.images
     seeds = [image.seed for image in made] or result.seeds
     count = len(seeds)
+    sampler, schedule = a1111_pair(plan.scheduler)
     strength = getattr(request, "denoising_strength", None) if isinstance(request, Img2ImgRequest) else None
     return {
         "prompt": result.prompt, "all_prompts": [result.prompt] * count,
@@ -34,12 +35,12 @@ def info(request: Txt2ImgRequest, result: JobResult, engine: Engine) -> dict:
         "seed": result.seeds[0], "all_seeds": seeds,
         "subseed": result.seeds[0], "all_subseeds": seeds, "subseed_strength": 0,
         "width": plan.width, "height": plan.height,
-        "sampler_name": spec_for(plan.scheduler).a1111_name, "cfg_scale": plan.guidance, "steps": plan.steps,
+        "sampler_name": sampler, "scheduler": schedule, "cfg_scale": plan.guidance, "steps": plan.steps,
         "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": engine.name, "sd_model_hash": engine.sha256[:10] or None,
         "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": strength,
-        "extra_generation_params": {}, "index_of_first_image": 0,
+        "extra_generation_params": {"Schedule type": schedule.capitalize()} if schedule != "automatic" else {}, "index_of_first_image": 0,
         "infotexts": [image.infotext for image in made], "styles": [],
         "job_timestamp": result.timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": f"ldm {__version__}",

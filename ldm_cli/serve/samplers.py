@@ -44,6 +44,15 @@ def scheduler_items() -> list[dict]:
     return items
 
 
+def a1111_pair(name: str) -> tuple[str, str]:
+    """An ldm scheduler as A1111 1.9+ names it: (sampler, schedule), e.g. dpm++2m-karras -> ("DPM++ 2M", "karras")."""
+    for schedule, variants in _SCHEDULES.items():
+        for base, variant in variants.items():
+            if variant == name:
+                return SCHEDULERS[base].a1111_name, schedule
+    return SCHEDULERS[name].a1111_name, "automatic"
+
+
 def resolve(sampler_name: str | None, scheduler: str | None) -> str | None:
     """The ldm scheduler name for an A1111 sampler + schedule; None when neither is given (the model's own)."""
     schedule = (scheduler or "").strip().lower()
