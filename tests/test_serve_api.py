@@ -235,6 +235,21 @@ def test_a_client_that_disconnects_does_not_stop_the_server(server):
     assert status == 200 and len(answer["images"]) == 1
 
 
+def test_only_loopback_host_names_are_answered(server):
+    """DNS rebinding: a page whose domain now points at 127.0.0.1 still sends its own Host, and is refused."""
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    for name, expected in (("evil.example", 403), (f"evil.example:{port}", 403), (f"localhost:{port}", 200),
+                           (f"127.0.0.1:{port}", 200), (f"[::1]:{port}", 200)):
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("GET", "/sdapi/v1/options", headers={"Host": name})
+        response = connection.getresponse()
+        assert response.status == expected, name
+        response.read()
+        connection.close()
+
+
 def test_progress_when_idle(server):
     status, _, progress = call(server, "/sdapi/v1/progress")
     assert status == 200

@@ -31,6 +31,7 @@ class AppSettings:
     credentials: dict[str, str] = field(default_factory=dict)  # user -> password; empty: no auth
     max_body_bytes: int = 50 * 2**20
     retry_after_s: int = 5
+    allowed_hosts: frozenset[str] | None = None  # Host names answered; None: any
 
 
 def error_body(error: str, detail, errors="", body="") -> dict:
@@ -76,7 +77,8 @@ async def _nothing() -> None:
 def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
     engine = worker.engine
     app = FastAPI(title="ldm serve", description="A1111-compatible API of ldm", version="1")
-    app.add_middleware(Guard, credentials=settings.credentials, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, credentials=settings.credentials, max_body_bytes=settings.max_body_bytes,
+                       allowed_hosts=settings.allowed_hosts)
     options = {"sd_model_checkpoint": engine.title, "sd_checkpoint_hash": engine.sha256 or None, "sd_vae": "Automatic",
                "CLIP_stop_at_last_layers": 1, "samples_format": "png", "eta_noise_seed_delta": 0}
 

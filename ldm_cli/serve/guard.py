@@ -1,5 +1,9 @@
-"""An ASGI layer in front of every route: HTTP basic auth (--api-auth), the request size limit,
-and doubled slashes in paths (clients that join a base URL ending in "/" with "/sdapi/...").
+"""An ASGI layer in front of every route: the Host check, HTTP basic auth (--api-auth), the
+request size limit, and doubled slashes in paths (clients that join a base URL ending in "/" with
+"/sdapi/...").
+
+A server on loopback answers only requests addressed to a loopback name: a web page whose domain
+was re-pointed at 127.0.0.1 (DNS rebinding) sends its own Host and is refused.
 
 The body is read here, up to the limit, before any route sees it, so an oversized base64 image
 is refused with 413 without being held whole in memory.
@@ -36,11 +40,23 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The name part of a Host header: 'localhost:7860' -> 'localhost', '[::1]:7860' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
 class Guard:
-    def __init__(self, app, credentials: dict[str, str], max_body_bytes: int):
+    def __init__(self, app, credentials: dict[str, str], max_body_bytes: int, allowed_hosts: frozenset[str] | None = None):
         self.app = app
         self.credentials = credentials
         self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = allowed_hosts  # None: any Host (a server meant for the network)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -48,6 +64,9 @@ class Guard:
         if "//" in scope["path"]:  # a base URL given with a trailing slash: http://host:7860//sdapi/v1/...
             scope = {**scope, "path": re.sub("/{2,}", "/", scope["path"])}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.allowed_hosts is not None and host_name(headers.get("host", "")) not in self.allowed_hosts:
+            name = headers.get("host", "")
+            return await _answer(send, 403, f"Host {name!r} is not this server's; it answers on 127.0.0.1 or localhost")
         if self.credentials and not self._authorised(headers.get("authorization", "")):
             return await _answer(send, 401, "Incorrect username or password", {"WWW-Authenticate": 'Basic realm="ldm serve"'})
         declared = headers.get("content-length", "")

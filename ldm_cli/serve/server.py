@@ -92,8 +92,11 @@ def _parts(s: ServeSettings, scratch: Path):
 
     engine = Engine(s.model, s.loras, s.performance)
     worker = Worker(engine, s.max_queue)
+    from ldm_cli.serve.guard import LOOPBACK_NAMES
+
+    allowed = LOOPBACK_NAMES | {s.host.lower()} if is_local(s.host) else None
     app = create_app(worker, AppSettings(scratch=scratch, out=s.out, credentials=dict(s.credentials),
-                                                 max_body_bytes=s.max_body_mb * 2**20))
+                                         max_body_bytes=s.max_body_mb * 2**20, allowed_hosts=allowed))
     return engine, worker, app
 
 
