@@ -227,10 +227,10 @@ def test_a_client_that_disconnects_does_not_stop_the_server(server):
     body = json.dumps({"prompt": PROMPT, "steps": 30, "width": 64, "height": 64}).encode()
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro")  # half a body
+        sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"pro")  # half a body
     status, _, answer = call(server, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 2, "seed": 1, "width": 64, "height": 64})
     assert status == 200 and len(answer["images"]) == 1
 

@@ -75,7 +75,7 @@ def test_a_queued_job_whose_client_left_is_dropped(tiny_model):
         body = json.dumps({"prompt": PROMPT, "steps": 2}).encode()
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             wait_for(lambda: progress(url)["queued"] == 1)
         wait_for(lambda: progress(url)["queued"] == 0)  # the server noticed the client leave

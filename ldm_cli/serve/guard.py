@@ -5,8 +5,8 @@ request size limit, and doubled slashes in paths (clients that join a base URL e
 A server on loopback answers only requests addressed to a loopback name: a web page whose domain
 was re-pointed at 127.0.0.1 (DNS rebinding) sends its own Host and is refused.
 
-The body is read here, up to the limit, before any route sees it, so an oversized base64 image
-is refused with 413 without being held whole in memory.
+The body is read here before any route sees it; past the limit it is dropped as it arrives and
+answered 413, so an oversized base64 image is never held in memory.
 """
 
 from __future__ import annotations
@@ -70,17 +70,20 @@ class Guard:
         if self.credentials and not self._authorised(headers.get("authorization", "")):
             return await _answer(send, 401, "Incorrect username or password", {"WWW-Authenticate": 'Basic realm="ldm serve"'})
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await _answer(send, 413, self._too_large())
+        too_large = declared.isdigit() and int(declared) > self.max_body_bytes
         body, more = bytearray(), True
-        while more:
+        while more:  # an oversized body is read on and dropped, so the client is there to read the 413
             message = await receive()
             if message["type"] == "http.disconnect":
                 return  # the client left before sending its request: nothing to answer
-            body += message.get("body", b"")
+            if not too_large:
+                body += message.get("body", b"")
+                too_large = len(body) > self.max_body_bytes
+                if too_large:
+                    body = bytearray()
             more = message.get("more_body", False)
-            if len(body) > self.max_body_bytes:
-                return await _answer(send, 413, self._too_large())
+        if too_large:
+            return await _answer(send, 413, self._too_large())
         replayed = False
 
         async def replay():
