@@ -52,7 +52,8 @@ def without_timings(record: dict) -> dict:
 
 def test_txt2img_matches_ldm_generate(client, ldm, tiny_model, tmp_path):
     served = client.txt2img(prompt=PROMPT, steps=5, seed=7, cfg_scale=7.5, sampler_name="Euler a", width=64, height=64)
-    expected, chunks = cli_image(ldm, tiny_model, tmp_path, "--steps", 5, "--seed", 7, "--g", 7.5, "--scheduler", "euler-a")
+    expected, chunks = cli_image(ldm, tiny_model, tmp_path, "--steps", 5, "--seed", 7, "--g", 7.5, "--scheduler", "euler-a",
+                               "--schedule-type", "automatic")  # A1111: no scheduler is "Automatic"
     assert len(served.images) == 1
     assert np.array_equal(np.asarray(served.image.convert("RGB")), expected)
     assert served.image.info["parameters"] == chunks["parameters"]  # the same A1111 line as the CLI writes
@@ -97,7 +98,7 @@ def test_model_and_sampler_lists(client, server):
     samplers = client.get_samplers()
     assert all({"name", "aliases", "options"} <= set(s) for s in samplers)
     assert "k_euler_a" in next(s for s in samplers if s["name"] == "Euler a")["aliases"]
-    assert {s["name"] for s in client.get_schedulers()} == {"automatic", "karras"}
+    assert {s["name"] for s in client.get_schedulers()} == {"automatic", "uniform", "karras", "exponential", "sgm_uniform", "beta"}
     assert client.get_loras() == [] and client.get_sd_vae() == []
     assert client.get_embeddings() == {"loaded": {}, "skipped": {}}
     assert client.get_upscalers() == [] and client.get_hypernetworks() == [] and client.get_scripts() == {"txt2img": [], "img2img": []}
@@ -109,12 +110,17 @@ def test_model_and_sampler_lists(client, server):
 def test_karras_schedule_and_old_style_names_agree(client):
     new = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M", scheduler="karras", width=64, height=64)
     old = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M Karras", width=64, height=64)
-    plain = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M", width=64, height=64)
+    automatic = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M", width=64, height=64)
+    uniform = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M", scheduler="Uniform", width=64, height=64)
     assert np.array_equal(np.asarray(new.image), np.asarray(old.image))
-    assert "Sampler: DPM++ 2M Karras" in new.info["infotexts"][0]
+    assert "Sampler: DPM++ 2M, Schedule type: Karras," in new.info["infotexts"][0]
     assert (new.info["sampler_name"], new.info["scheduler"]) == ("DPM++ 2M", "karras")
     assert new.info["extra_generation_params"] == {"Schedule type": "Karras"}
-    assert "Sampler: DPM++ 2M," in plain.info["infotexts"][0]
+    # A1111: no scheduler means "Automatic", DPM++ 2M's own default, which is Karras
+    assert np.array_equal(np.asarray(automatic.image), np.asarray(new.image))
+    assert "Schedule type: Automatic" in automatic.info["infotexts"][0]
+    assert not np.array_equal(np.asarray(uniform.image), np.asarray(new.image))
+    assert "Sampler: DPM++ 2M, Schedule type: Uniform," in uniform.info["infotexts"][0]
 
 
 def test_options_accept_the_loaded_model_only(server):
@@ -155,7 +161,8 @@ def test_png_info_reads_the_served_metadata(client):
     ({"prompt": PROMPT, "width": 4096}, "width"),
     ({"prompt": PROMPT, "seed": -5}, "seed"),
     ({"prompt": PROMPT, "sampler_name": "Euler z"}, "Sampler not found"),
-    ({"prompt": PROMPT, "sampler_name": "Euler", "scheduler": "exponential"}, "scheduler"),
+    ({"prompt": PROMPT, "sampler_name": "DDIM", "scheduler": "karras"}, "scheduler karras does not apply"),
+    ({"prompt": PROMPT, "sampler_name": "Euler", "scheduler": "polyexponential"}, "scheduler"),
     ({"prompt": "   "}, "prompt is empty"),
     ({"prompt": PROMPT, "steps": "many"}, "steps"),
     ({"prompt": PROMPT, "batch_size": 20, "n_iter": 20}, "batch_size x n_iter"),

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.pipeline.config import MAX_SEED, GenerateSettings, ModelSettings, validate_generate
+from ldm_cli.pipeline.recipe import RecipeSettings
 from ldm_cli.serve.samplers import SamplerError, resolve
 
 MAX_IMAGES_PER_REQUEST = 100
@@ -179,7 +180,7 @@ def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, know
 
 def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path) -> GenerateSettings:
     try:
-        scheduler = resolve(request.sampler_name or request.sampler_index, request.scheduler)
+        scheduler, schedule_type = resolve(request.sampler_name or request.sampler_index, request.scheduler)
     except SamplerError as exc:
         raise RequestError(str(exc)) from None
     total = request.batch_size * request.n_iter
@@ -197,6 +198,7 @@ def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path) -> Gener
         num_images=total,
         out=out,  # the scratch folder unless save_images: validation wants a writable place either way
         model=model,
+        recipe=RecipeSettings(schedule_type=schedule_type),
     )
 
 

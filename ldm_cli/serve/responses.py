@@ -7,6 +7,7 @@ import io
 import json
 
 from ldm_cli import __version__
+from ldm_cli.pipeline.schedule_types import a1111_fields
 from ldm_cli.serve.samplers import a1111_pair
 from ldm_cli.serve.engine import Engine, JobResult
 from ldm_cli.serve.requests import Img2ImgRequest, Txt2ImgRequest
@@ -27,7 +28,8 @@ def info(request: Txt2ImgRequest, result: JobResult, engine: Engine) -> dict:
     plan, made = result.plan, result.images
     seeds = [image.seed for image in made] or result.seeds
     count = len(seeds)
-    sampler, schedule = a1111_pair(plan.scheduler)
+    sampler, schedule = a1111_pair(plan.scheduler, plan.schedule_type)
+    label = a1111_fields(plan.scheduler, plan.schedule_type)[1]
     strength = getattr(request, "denoising_strength", None) if isinstance(request, Img2ImgRequest) else None
     return {
         "prompt": result.prompt, "all_prompts": [result.prompt] * count,
@@ -40,7 +42,7 @@ def info(request: Txt2ImgRequest, result: JobResult, engine: Engine) -> dict:
         "sd_model_name": engine.name, "sd_model_hash": engine.sha256[:10] or None,
         "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": strength,
-        "extra_generation_params": {"Schedule type": schedule.capitalize()} if schedule != "automatic" else {}, "index_of_first_image": 0,
+        "extra_generation_params": {"Schedule type": label} if label else {}, "index_of_first_image": 0,
         "infotexts": [image.infotext for image in made], "styles": [],
         "job_timestamp": result.timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": f"ldm {__version__}",

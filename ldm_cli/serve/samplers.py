@@ -1,13 +1,17 @@
-"""A1111 sampler and scheduler names, mapped onto ldm's schedulers.
+"""A1111 sampler and scheduler names, read with the CLI's own rules (pipeline/schedule_types.py).
 
-A1111 (1.9 and later) names a sampler ("DPM++ 2M") and, separately, a noise schedule ("karras");
-older clients send the two joined ("DPM++ 2M Karras"). Both forms are read here. "automatic"
-means ldm's own spacing for that sampler, which is what `ldm generate --scheduler` uses and what
-ldm's PNGs record, so a picture's `Sampler:` line maps back to the same sampler.
+A1111 (1.9 and later) names a sampler ("DPM++ 2M") and, separately, a schedule type ("karras");
+older clients send the two joined ("DPM++ 2M Karras"). Both forms go through `resolve_sampler`,
+as `ldm generate --scheduler/--schedule-type` does. A request without a scheduler, or with
+"Automatic", gets A1111's meaning: the sampler's own A1111 default (Karras for DPM++ 2M, Uniform
+for Euler a), i.e. `--schedule-type automatic`; samplers without schedule types (DDIM, PLMS,
+UniPC, DDPM) take none.
 """
 
 from __future__ import annotations
 
+from ldm_cli.errors import UsageError
+from ldm_cli.pipeline.schedule_types import SCHEDULE_TYPES, a1111_fields, resolve_sampler, types_for
 from ldm_cli.pipeline.schedulers import SCHEDULERS
 
 # k-diffusion style aliases A1111 lists for each sampler (modules/sd_samplers_kdiffusion.py).
@@ -17,8 +21,6 @@ _ALIASES = {
     "dpm++2m-sde": ["k_dpmpp_2m_sde"], "dpm++sde": ["k_dpmpp_sde"], "ddim": ["ddim"], "pndm": ["plms"],
     "unipc": ["unipc"], "ddpm": ["ddpm"],
 }
-# Schedules ldm can honour, and the samplers each one changes: {schedule: {sampler: ldm name}}.
-_SCHEDULES = {"karras": {"dpm++2m": "dpm++2m-karras"}}
 AUTOMATIC = ("", "automatic")
 
 
@@ -26,58 +28,65 @@ class SamplerError(ValueError):
     """The request names a sampler or schedule ldm does not have; the message says what it has."""
 
 
+def _is_combined(name: str) -> bool:
+    """ldm's legacy specs that are a sampler plus a schedule type (dpm++2m-karras): not listed as samplers."""
+    return a1111_fields(name, None)[0] != SCHEDULERS[name].a1111_name
+
+
 def sampler_items() -> list[dict]:
-    """GET /sdapi/v1/samplers: one item per A1111 sampler name (the Karras variant is a schedule)."""
-    items = []
-    for name, spec in SCHEDULERS.items():
-        if name in {v for schedule in _SCHEDULES.values() for v in schedule.values()}:
-            continue
-        items.append({"name": spec.a1111_name, "aliases": list(dict.fromkeys([*_ALIASES.get(name, []), name])), "options": {}})
-    return items
+    """GET /sdapi/v1/samplers: one item per A1111 sampler name (a Karras variant is a schedule type)."""
+    return [{"name": spec.a1111_name, "aliases": list(dict.fromkeys([*_ALIASES.get(name, []), name])), "options": {}}
+            for name, spec in SCHEDULERS.items() if not _is_combined(name)]
+
+
+def a1111_scheduler_name(name: str) -> str:
+    return name.replace("-", "_")  # A1111 writes sgm_uniform
 
 
 def scheduler_items() -> list[dict]:
-    """GET /sdapi/v1/schedulers, in A1111's shape."""
-    items = [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False}]
-    for name in _SCHEDULES:
-        items.append({"name": name, "label": name.capitalize(), "aliases": None, "default_rho": 7.0, "need_inner_model": False})
-    return items
+    """GET /sdapi/v1/schedulers, in A1111's shape: every schedule type ldm has."""
+    return [{"name": a1111_scheduler_name(t.name), "label": t.label, "aliases": None,
+             "default_rho": 7.0 if t.name == "karras" else -1, "need_inner_model": False}
+            for t in SCHEDULE_TYPES.values()]
 
 
-def a1111_pair(name: str) -> tuple[str, str]:
-    """An ldm scheduler as A1111 1.9+ names it: (sampler, schedule), e.g. dpm++2m-karras -> ("DPM++ 2M", "karras")."""
-    for schedule, variants in _SCHEDULES.items():
-        for base, variant in variants.items():
-            if variant == name:
-                return SCHEDULERS[base].a1111_name, schedule
-    return SCHEDULERS[name].a1111_name, "automatic"
+def a1111_pair(name: str, schedule_type: str | None) -> tuple[str, str | None]:
+    """(sampler_name, scheduler) for `info`, e.g. ("DPM++ 2M", "karras"); scheduler None when it takes none."""
+    sampler, label = a1111_fields(name, schedule_type)
+    if label is None:
+        return sampler, None
+    kind = next(t.name for t in SCHEDULE_TYPES.values() if t.label == label)
+    return sampler, a1111_scheduler_name(kind)
 
 
-def resolve(sampler_name: str | None, scheduler: str | None) -> str | None:
-    """The ldm scheduler name for an A1111 sampler + schedule; None when neither is given (the model's own)."""
-    schedule = (scheduler or "").strip().lower()
-    if schedule not in AUTOMATIC and schedule not in _SCHEDULES:
-        raise SamplerError(f"scheduler {scheduler!r} is not supported; choose one of {', '.join(['automatic', *_SCHEDULES])}")
+def resolve(sampler_name: str | None, scheduler: str | None) -> tuple[str | None, str | None]:
+    """(ldm scheduler, schedule type) for an A1111 sampler + scheduler; (None, None) when neither is given
+    (the model's own scheduler, as `ldm generate` without --scheduler)."""
+    schedule = (scheduler or "").strip()
+    automatic = schedule.lower() in AUTOMATIC
     if not sampler_name:
-        if schedule not in AUTOMATIC:
+        if not automatic:
             raise SamplerError(f"scheduler {scheduler!r} needs a sampler_name (e.g. 'DPM++ 2M')")
-        return None
-    name = _lookup(sampler_name.strip())
-    if schedule in AUTOMATIC:
-        return name
-    variant = _SCHEDULES[schedule].get(name)
-    if variant is None and name in _SCHEDULES[schedule].values():
-        return name  # "DPM++ 2M Karras" with scheduler "karras": already that
-    if variant is None:
-        takes = ", ".join(SCHEDULERS[n].a1111_name for n in _SCHEDULES[schedule])
-        raise SamplerError(f"scheduler {scheduler!r} works only with {takes} here; use scheduler 'automatic' with {sampler_name!r}")
-    return variant
+        return None, None
+    try:
+        name, kind = resolve_sampler(_lookup(sampler_name.strip()), None if automatic else schedule)
+    except UsageError as exc:
+        message = str(exc).replace("--schedule-type", "scheduler").replace("--scheduler", "sampler_name")
+        raise SamplerError(message.removeprefix("ldm: error: ")) from None
+    if kind is None and automatic and types_for(name):
+        kind = "automatic"  # A1111: no scheduler, or "Automatic", is the sampler's own default
+    return name, kind
 
 
 def _lookup(sampler_name: str) -> str:
+    """ldm's name, an A1111 name (old combined ones too) or an alias; the text resolve_sampler reads."""
     wanted = sampler_name.lower()
-    for name, spec in SCHEDULERS.items():
-        if wanted in (spec.a1111_name.lower(), name, *_ALIASES.get(name, [])):
+    for name in SCHEDULERS:
+        if wanted in (name, *_ALIASES.get(name, [])):
             return name
-    choices = ", ".join(repr(item["name"]) for item in sampler_items())
-    raise SamplerError(f"Sampler not found: {sampler_name!r}; choose one of {choices} (GET /sdapi/v1/samplers)")
+    try:
+        resolve_sampler(sampler_name)
+    except UsageError:
+        choices = ", ".join(repr(item["name"]) for item in sampler_items())
+        raise SamplerError(f"Sampler not found: {sampler_name!r}; choose one of {choices} (GET /sdapi/v1/samplers)") from None
+    return sampler_name
