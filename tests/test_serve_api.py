@@ -185,24 +185,34 @@ def test_bad_json_and_bad_images_answer_422(server):
 
 
 @pytest.mark.parametrize("body,field", [
-    ({"enable_hr": True}, "not supported yet: enable_hr"),
-    ({"subseed_strength": 0.3, "subseed": 5}, "not supported yet: subseed_strength"),
-    ({"seed_resize_from_w": 128}, "not supported yet: seed_resize_from_w"),
-    ({"override_settings": {"CLIP_stop_at_last_layers": 2}}, "not supported yet: override_settings.CLIP_stop_at_last_layers"),
-    ({"clip_skip": 2}, "not supported yet: clip_skip"),
-    ({"override_settings": {"sd_vae": "other.vae.safetensors"}}, "not supported yet: override_settings.sd_vae"),
+    ({"enable_hr": True, "hr_resize_x": 128}, "not supported yet: hr_resize_x"),
+    ({"enable_hr": True, "hr_sampler_name": "DDIM"}, "not supported yet: hr_sampler_name"),
+    ({"enable_hr": True, "hr_prompt": "a blue square"}, "not supported yet: hr_prompt"),
+    ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "not supported by ldm: hr_upscaler 'R-ESRGAN 4x+'"),
+    ({"seed_resize_from_w": 128}, "not supported by ldm: seed_resize_from_w"),
+    ({"override_settings": {"sd_vae": "other.vae.safetensors"}}, "not supported: override_settings.sd_vae"),
     ({"restore_faces": True}, "not supported by ldm: restore_faces"),
     ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "always on script ControlNet not found"),
+    ({"clip_skip": 2.5}, "clip_skip 2.5: must be a whole number"),
+    ({"clip_skip": 13}, "clip_skip 13: must be between 1"),
 ])
-def test_fields_not_wired_yet_answer_422_naming_them(server, body, field):
+def test_fields_ldm_cannot_honour_answer_422_naming_them(server, body, field):
     status, _, answer = call(server, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 1, **body})
-    assert status == 422 and answer["detail"].startswith(field)
+    assert status == 422 and answer["detail"].startswith(field), answer
 
 
-def test_mask_is_not_supported_yet(client, init_png):
+def test_inpainting_through_the_webuiapi_client(client, init_png, tmp_path):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 24:52] = 255
     with Image.open(init_png) as image:
-        with pytest.raises(RuntimeError, match="not supported yet: mask"):
-            client.img2img(images=[image.copy()], mask_image=image.copy(), prompt=PROMPT, steps=2, width=64, height=64)
+        init = image.copy()
+    result = client.img2img(images=[init], mask_image=Image.fromarray(mask), prompt=PROMPT, steps=3, seed=2, width=64,
+                            height=64, resize_mode=1, denoising_strength=0.9, inpainting_fill=1, inpaint_full_res=False)
+    pixels = np.asarray(result.image.convert("RGB"))
+    assert pixels.shape == (64, 64, 3)
+    assert np.array_equal(pixels[:8, :8], np.asarray(init)[:8, :8])  # far from the mask: the picture's own pixels
+    assert not np.array_equal(pixels[28:36, 32:44], np.asarray(init)[28:36, 32:44])  # inside: repainted
+    assert json.loads(result.image.info["ldm"])["inpaint"]["mask"] == "request:mask"
 
 
 def test_save_images_writes_the_png_as_ldm_generate_names_it(tiny_model, tmp_path):

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ldm_cli.options import AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, ModelOpt, OfflineOpt, RevisionOpt
+from ldm_cli.options import AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, ModelOpt, OfflineOpt, RevisionOpt, VaeOpt
 
 EXAMPLES = """Examples:
 
@@ -45,6 +45,13 @@ def serve(
     lora: Annotated[
         Optional[list[str]], typer.Option("--lora", help="LoRA .safetensors merged into the model at start, FILE or FILE:SCALE; repeatable.")
     ] = None,
+    lora_dir: Annotated[
+        Optional[list[Path]], typer.Option("--lora-dir", metavar="DIR", help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors (listed at /sdapi/v1/loras); repeatable [default: $LDM_LORA_DIR].")
+    ] = None,
+    embeddings_dir: Annotated[
+        Optional[list[Path]], typer.Option("--embeddings-dir", metavar="DIR", help="Folder of embeddings a prompt names by file stem (listed at /sdapi/v1/embeddings); repeatable [default: $LDM_EMBEDDINGS_DIR].")
+    ] = None,
+    vae: VaeOpt = None,
     compile_unet: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet: a slow first request, faster later ones.")] = False,
     offload: Annotated[bool, typer.Option("--offload", help="CUDA with little memory: models wait on the CPU, each moves to the GPU to run.")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last (NHWC) memory format for the UNet.")] = False,
@@ -52,6 +59,7 @@ def serve(
 ) -> int:
     from ldm_cli.errors import UsageError
     from ldm_cli.models.devices import check_device_and_dtype
+    from ldm_cli.models import network_files
     from ldm_cli.models.lora import parse_lora_arg
     from ldm_cli.models.performance import PerformanceSettings
     from ldm_cli.pipeline.config import ModelSettings
@@ -75,8 +83,10 @@ def serve(
         raise UsageError(f"--config {config}: not a folder of component configs")
     settings = ServeSettings(
         model=ModelSettings(model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, config=config,
-                            device=device, dtype=dtype),
+                            device=device, dtype=dtype, vae=vae),
         loras=tuple(str(parse_lora_arg(v)) for v in lora or ()),
+        lora_dirs=network_files.folders("--lora-dir", tuple(lora_dir or ()), network_files.LORA_DIR_ENV),
+        embeddings_dirs=network_files.folders("--embeddings-dir", tuple(embeddings_dir or ()), network_files.EMBEDDINGS_DIR_ENV),
         performance=PerformanceSettings(channels_last=channels_last, compile=compile_unet, offload=offload, vae_tiling=vae_tiling),
         host=host, port=port, credentials=tuple(credentials.items()), insecure=insecure,
         max_queue=max_queue, max_body_mb=max_body_mb, out=out,

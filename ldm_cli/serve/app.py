@@ -14,10 +14,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ldm_cli.errors import LdmError, one_line
-from ldm_cli.serve import responses
+from ldm_cli.errors import LdmError, UsageError, one_line
+from ldm_cli.serve import listings, responses
 from ldm_cli.serve.guard import Guard
-from ldm_cli.serve.requests import Img2ImgRequest, RequestError, Txt2ImgRequest, build_job, decode_base64_image
+from ldm_cli.serve.requests import Img2ImgRequest, RequestError, Txt2ImgRequest, a1111_message, build_job, decode_base64_image
 from ldm_cli.serve.samplers import sampler_items, scheduler_items
 from ldm_cli.serve.worker import QueueFull, ShuttingDown, Worker
 
@@ -79,7 +79,7 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
     app = FastAPI(title="ldm serve", description="A1111-compatible API of ldm", version="1")
     app.add_middleware(Guard, credentials=settings.credentials, max_body_bytes=settings.max_body_bytes,
                        allowed_hosts=settings.allowed_hosts)
-    options = {"sd_model_checkpoint": engine.title, "sd_checkpoint_hash": engine.sha256 or None, "sd_vae": "Automatic",
+    options = {"sd_model_checkpoint": engine.title, "sd_checkpoint_hash": engine.sha256 or None, "sd_vae": engine.vae_name() or "Automatic",
                "CLIP_stop_at_last_layers": 1, "samples_format": "png", "eta_noise_seed_delta": 0}
 
     @app.exception_handler(RequestError)
@@ -109,7 +109,8 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
         return JSONResponse(status_code=500, content=error_body(type(exc).__name__, "", one_line(exc)))
 
     async def generate(request: Txt2ImgRequest, http: Request):
-        job = await run_in_threadpool(build_job, request, engine.model_settings, settings.scratch, engine.knows, settings.out)
+        job = await run_in_threadpool(build_job, request, engine.model_settings, settings.scratch, engine.knows, settings.out,
+                                      engine.defaults())
         try:
             future = worker.submit(job)
         except QueueFull as exc:
@@ -120,6 +121,8 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
             result = await _unless_disconnected(http, future)
         except ShuttingDown as exc:
             raise HTTPException(503, str(exc)) from None
+        except UsageError as exc:  # found once the model is known (clip skip past its layers, hires size)
+            raise RequestError(a1111_message(one_line(exc).removeprefix("ldm: error: "), settings.scratch)) from None
         except LdmError as exc:
             raise HTTPException(500, one_line(exc)) from None
         return await run_in_threadpool(responses.generation_response, request, result, engine)
@@ -178,15 +181,16 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
 
     @app.get("/sdapi/v1/loras")
     async def loras():
-        return []  # LoRAs given with --lora are merged into the model at start; none to pick per request yet
+        return await run_in_threadpool(listings.lora_items, engine.lora_dirs)
 
     @app.get("/sdapi/v1/embeddings")
     async def embeddings():
-        return {"loaded": {}, "skipped": {}}
+        return await run_in_threadpool(listings.embedding_items, engine.embeddings_dirs, engine.model_settings.allow_pickle,
+                                      engine.components.text_encoder.config.hidden_size)
 
     @app.get("/sdapi/v1/sd-vae")
     async def sd_vae():
-        return []
+        return listings.vae_items(engine.model_settings.vae)
 
     @app.get("/sdapi/v1/scripts")
     async def scripts():

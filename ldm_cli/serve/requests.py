@@ -24,6 +24,7 @@ import base64
 import binascii
 import os
 import re
+import secrets
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,17 +109,22 @@ class Img2ImgRequest(Txt2ImgRequest):
 
 # (field, is it used?, what it is). "yet": another part of ldm is adding it; the rest ldm does not do.
 UNWIRED: list[tuple[str, Callable[[Txt2ImgRequest], bool], str, bool]] = [
-    ("enable_hr", lambda r: r.enable_hr, "hires fix", True),
-    ("subseed_strength", lambda r: bool(r.subseed_strength), "variation seeds", True),
-    ("seed_resize_from_w", lambda r: r.seed_resize_from_w > 0, "variation seeds: resize seed from", True),
-    ("seed_resize_from_h", lambda r: r.seed_resize_from_h > 0, "variation seeds: resize seed from", True),
-    ("mask", lambda r: bool(getattr(r, "mask", None)), "inpainting", True),
-    ("latent_mask", lambda r: bool(getattr(r, "latent_mask", None)), "inpainting", True),
-    ("override_settings.CLIP_stop_at_last_layers",
-     lambda r: str(r.override_settings.get("CLIP_stop_at_last_layers") or 1) not in ("1", "1.0"), "clip skip", True),
-    ("clip_skip", lambda r: str((r.model_extra or {}).get("clip_skip") or 1) not in ("1", "1.0"), "clip skip", True),
-    ("override_settings.sd_vae", lambda r: str(r.override_settings.get("sd_vae") or "Automatic") not in ("Automatic", "None"),
-     "a VAE other than the model's own", True),
+    ("hr_resize_x", lambda r: r.enable_hr and r.hr_resize_x > 0, "hires fix to a size (use hr_scale)", True),
+    ("hr_resize_y", lambda r: r.enable_hr and r.hr_resize_y > 0, "hires fix to a size (use hr_scale)", True),
+    ("hr_sampler_name", lambda r: r.enable_hr and r.hr_sampler_name not in (None, "", "Use same sampler"),
+     "another sampler for the hires pass", True),
+    ("hr_scheduler", lambda r: r.enable_hr and r.hr_scheduler not in (None, "", "Use same scheduler"),
+     "another schedule type for the hires pass", True),
+    ("hr_prompt", lambda r: r.enable_hr and r.hr_prompt not in ("", r.prompt), "another prompt for the hires pass", True),
+    ("hr_negative_prompt", lambda r: r.enable_hr and r.hr_negative_prompt not in ("", r.negative_prompt),
+     "another negative prompt for the hires pass", True),
+    ("seed_resize_from_w", lambda r: r.seed_resize_from_w > 0, "variation seeds: resize seed from", False),
+    ("seed_resize_from_h", lambda r: r.seed_resize_from_h > 0, "variation seeds: resize seed from", False),
+    ("latent_mask", lambda r: bool(getattr(r, "latent_mask", None)), "a separate latent mask", False),
+    ("inpainting_fill", lambda r: bool(getattr(r, "mask", None)) and getattr(r, "inpainting_fill", 0) not in INPAINTING_FILL,
+     "masked content 'latent noise' (2) and 'latent nothing' (3); ldm has fill (0) and original (1)", False),
+    ("mask_blur_x", lambda r: getattr(r, "mask_blur", None) is None and getattr(r, "mask_blur_x", 4) != getattr(r, "mask_blur_y", 4),
+     "different horizontal and vertical mask blur (give mask_blur)", False),
     ("restore_faces", lambda r: bool(r.restore_faces), "face restoration", False),
     ("tiling", lambda r: bool(r.tiling), "tiling", False),
     ("refiner_checkpoint", lambda r: bool(r.refiner_checkpoint), "refiner models", False),
@@ -130,16 +136,30 @@ UNWIRED: list[tuple[str, Callable[[Txt2ImgRequest], bool], str, bool]] = [
     ("init_images", lambda r: len(getattr(r, "init_images", [])) > 1, "more than one init image", False),
     ("resize_mode", lambda r: getattr(r, "resize_mode", 0) not in RESIZE_MODES, "latent upscale resize (3)", False),
 ]
+INPAINTING_FILL = {0: "fill", 1: "original"}  # A1111's masked content: fill, original (2, 3: latent noise/nothing)
+HR_UPSCALERS = {"latent": "latent", "lanczos": "lanczos"}  # A1111's hr_upscaler names (lower case) -> --hires-upscaler
 
 
 @dataclass
 class JobSpec:
-    """What the worker runs: settings validated as `ldm generate` validates them, and the init image."""
+    """What the worker runs: settings validated as `ldm generate` validates them, where the loop starts
+    (start.py: noise, init or masked init, every file already read) and the LoRAs/embeddings it uses."""
 
     kind: str  # "txt2img" or "img2img"
     settings: GenerateSettings
-    init: object | None  # img2img.InitSource
+    start: object  # start.NoiseStart | InitStart | inpaint.MaskedStart
+    networks: object  # networks.NetworkPlan
     save: bool = False  # save_images: also write each PNG to settings.out, as `ldm generate` names them
+
+
+@dataclass(frozen=True)
+class ServerDefaults:
+    """What `ldm serve` was started with that every job takes: --lora, --lora-dir, --embeddings-dir, --vae."""
+
+    loras: tuple[str, ...] = ()
+    lora_dirs: tuple[Path, ...] = ()
+    embeddings_dirs: tuple[Path, ...] = ()
+    vae_name: str | None = None  # the file name of --vae; None: the model's own
 
 
 def check_unwired(request: Txt2ImgRequest) -> None:
@@ -151,34 +171,47 @@ def check_unwired(request: Txt2ImgRequest) -> None:
 
 
 def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, knows_model: Callable[[str], bool],
-              out: Path = Path("outputs")) -> JobSpec:
+              out: Path = Path("outputs"), defaults: ServerDefaults = ServerDefaults()) -> JobSpec:
     """Validate `request` and turn it into a JobSpec; raises RequestError (422) naming the field."""
+    from ldm_cli.pipeline.networks import plan_networks
+    from ldm_cli.pipeline.start import resolve_start
+
     check_unwired(request)
     wanted = request.override_settings.get("sd_model_checkpoint")
     if wanted and not knows_model(str(wanted)):
         raise RequestError(f"override_settings.sd_model_checkpoint {wanted!r}: this server has one model loaded "
                            "(GET /sdapi/v1/sd-models); restart `ldm serve --model` to serve another")
+    _check_vae(request, defaults.vae_name)
     img2img = isinstance(request, Img2ImgRequest)
-    settings = _settings(request, model, out if request.save_images else scratch)
-    init = None
+    settings = _settings(request, model, out if request.save_images else scratch, defaults)
     if img2img:
-        settings = replace(settings, init_image=_write_init_image(request, scratch), strength=request.denoising_strength,
-                           resize=RESIZE_MODES[request.resize_mode])
+        settings = replace(settings, init_image=_write_image(request.init_images, "init_images", "init", scratch),
+                           strength=request.denoising_strength, resize=RESIZE_MODES[request.resize_mode])
+        if request.mask:
+            settings = replace(settings, mask=_write_image([request.mask], "mask", "mask", scratch), **_inpaint_fields(request))
     try:
         validate_generate(settings)
-        if img2img:
-            from ldm_cli.pipeline import img2img as img2img_ops
-
-            init = img2img_ops.load_init(settings)  # reads every pixel now: the file is not needed after this
+        start = resolve_start(settings)  # reads every pixel now: the files are not needed after this
+        networks = plan_networks(settings)
     except (UsageError, InputFileError) as exc:
         raise RequestError(a1111_message(str(exc), scratch)) from None
     finally:
-        if settings.init_image is not None:
-            settings.init_image.unlink(missing_ok=True)
-    return JobSpec("img2img" if img2img else "txt2img", settings, init, save=request.save_images)
+        for path in (settings.init_image, settings.mask):
+            if path is not None:
+                path.unlink(missing_ok=True)
+    return JobSpec("img2img" if img2img else "txt2img", settings, start, networks, save=request.save_images)
 
 
-def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path) -> GenerateSettings:
+def _check_vae(request: Txt2ImgRequest, loaded: str | None) -> None:
+    """override_settings.sd_vae: Automatic/None, or the name of the VAE this server loaded (--vae)."""
+    wanted = str(request.override_settings.get("sd_vae") or "Automatic")
+    if wanted in ("Automatic", "None") or (loaded and Path(wanted).name in (loaded, Path(loaded).stem)):
+        return
+    have = f"the loaded one is {loaded!r}" if loaded else "the model's own VAE is loaded"
+    raise RequestError(f"not supported: override_settings.sd_vae {wanted!r} ({have}; restart `ldm serve --vae` to use another)")
+
+
+def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path, defaults: ServerDefaults) -> GenerateSettings:
     try:
         scheduler, schedule_type = resolve(request.sampler_name or request.sampler_index, request.scheduler)
     except SamplerError as exc:
@@ -198,17 +231,73 @@ def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path) -> Gener
         num_images=total,
         out=out,  # the scratch folder unless save_images: validation wants a writable place either way
         model=model,
-        recipe=RecipeSettings(schedule_type=schedule_type),
+        recipe=_recipe(request, schedule_type),
+        loras=defaults.loras,
+        lora_dirs=defaults.lora_dirs,
+        embeddings_dirs=defaults.embeddings_dirs,
     )
 
 
-def _write_init_image(request: "Img2ImgRequest", scratch: Path) -> Path:
-    """The base64 init image (a data: URL or raw) as a file, so it is read exactly as --init-image is."""
-    if not request.init_images:
+def _recipe(request: Txt2ImgRequest, schedule_type: str | None) -> RecipeSettings:
+    """Clip skip, variation seed, ENSD and hires fix, as --clip-skip, --variation-seed/-strength,
+    --eta-noise-seed-delta and --hires-* set them."""
+    values: dict = {"schedule_type": schedule_type, "clip_skip": _clip_skip(request)}
+    ensd = request.override_settings.get("eta_noise_seed_delta")
+    if ensd not in (None, ""):
+        values["eta_noise_seed_delta"] = _integer(ensd, "override_settings.eta_noise_seed_delta")
+    if request.subseed_strength:
+        subseed = request.subseed
+        if subseed == -1:  # A1111: a random variation seed
+            subseed = secrets.randbelow(2**32)
+        values.update(variation_seed=subseed, variation_strength=float(request.subseed_strength))
+    if request.enable_hr and not isinstance(request, Img2ImgRequest):
+        upscaler = (request.hr_upscaler or "Latent").strip()
+        if upscaler.lower() not in HR_UPSCALERS:
+            raise RequestError(f"not supported by ldm: hr_upscaler {upscaler!r}; choose Latent or Lanczos")
+        values.update(hires_scale=float(request.hr_scale), hires_steps=request.hr_second_pass_steps,
+                      hires_strength=request.denoising_strength, hires_upscaler=HR_UPSCALERS[upscaler.lower()])
+    return RecipeSettings(**values)
+
+
+def _clip_skip(request: Txt2ImgRequest) -> int:
+    """A1111's CLIP_stop_at_last_layers override, or a top-level clip_skip (some clients send that)."""
+    for field, value in (("clip_skip", (request.model_extra or {}).get("clip_skip")),
+                         ("override_settings.CLIP_stop_at_last_layers", request.override_settings.get("CLIP_stop_at_last_layers"))):
+        if value not in (None, ""):
+            return _integer(value, field)
+    return 1
+
+
+def _integer(value, field: str) -> int:
+    try:
+        number = float(value)
+        if number != int(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{field} {value!r}: must be a whole number") from None
+
+
+def _inpaint_fields(request: "Img2ImgRequest") -> dict:
+    """A1111's inpainting fields as the --mask-* flags: mask_blur, inpainting_fill (masked content),
+    inpaint_full_res ("only masked" -> --inpaint-area masked) with its padding, inpainting_mask_invert."""
+    masked_area = bool(request.inpaint_full_res)
+    return {
+        "mask_blur": request.mask_blur if request.mask_blur is not None else request.mask_blur_x,
+        "masked_content": INPAINTING_FILL[request.inpainting_fill],
+        "inpaint_area": "masked" if masked_area else "whole",
+        "inpaint_padding": request.inpaint_full_res_padding if masked_area else None,
+        "invert_mask": bool(request.inpainting_mask_invert),
+    }
+
+
+def _write_image(images: list[str], field: str, prefix: str, scratch: Path) -> Path:
+    """A base64 image (a data: URL or raw) as a file, so it is read exactly as --init-image/--mask are."""
+    if not images:
         raise RequestError("init_images: give one base64 image (img2img needs a picture to start from)")
-    data = decode_base64_image(request.init_images[0], "init_images[0]")
+    data = decode_base64_image(images[0], f"{field}[0]" if field == "init_images" else field)
     scratch.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="init-", dir=scratch)
+    fd, name = tempfile.mkstemp(prefix=f"{prefix}-", dir=scratch)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
     return Path(name)
@@ -234,12 +323,18 @@ _FLAGS = [
     ("--scheduler", "sampler_name"), ("--init-image", "init_images[0]"), ("--resize", "resize_mode"),
     ("choose another --out", "restart `ldm serve` with another --out"), ("--out", "save_images to"),
     ("ldm generate", "the request"),
+    ("--hires-scale", "hr_scale"), ("--hires-steps", "hr_second_pass_steps"), ("--hires-strength", "denoising_strength"),
+    ("--hires-upscaler", "hr_upscaler"), ("--clip-skip", "clip_skip"), ("--variation-seed", "subseed"),
+    ("--variation-strength", "subseed_strength"), ("--eta-noise-seed-delta", "override_settings.eta_noise_seed_delta"),
+    ("--mask-blur", "mask_blur"), ("--inpaint-padding", "inpaint_full_res_padding"), ("--invert-mask", "inpainting_mask_invert"),
+    ("--inpaint-area masked", "inpaint_full_res"), ("--masked-content", "inpainting_fill"), ("--mask", "mask"),
 ]
 
 
 def a1111_message(message: str, scratch: Path) -> str:
     """A validation message from ldm's settings checks, naming request fields instead of flags and files."""
     message = re.sub(re.escape(str(scratch)) + r"/init-[A-Za-z0-9_]+", "init_images[0]", message)
+    message = re.sub(re.escape(str(scratch)) + r"/mask-[A-Za-z0-9_]+", "mask", message)
     for flag, field in _FLAGS:
         message = message.replace(flag, field)
     return message

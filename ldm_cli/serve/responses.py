@@ -31,20 +31,25 @@ def info(request: Txt2ImgRequest, result: JobResult, engine: Engine) -> dict:
     sampler, schedule = a1111_pair(plan.scheduler, plan.schedule_type)
     label = a1111_fields(plan.scheduler, plan.schedule_type)[1]
     strength = getattr(request, "denoising_strength", None) if isinstance(request, Img2ImgRequest) else None
+    if plan.hires is not None:
+        strength = plan.hires.strength
+    variation = plan.variation_seed is not None and plan.variation_strength > 0
+    subseeds = [plan.variation_seed + (seed - result.seeds[0]) for seed in seeds] if variation else seeds
     return {
         "prompt": result.prompt, "all_prompts": [result.prompt] * count,
         "negative_prompt": plan.negative_prompt, "all_negative_prompts": [plan.negative_prompt] * count,
         "seed": result.seeds[0], "all_seeds": seeds,
-        "subseed": result.seeds[0], "all_subseeds": seeds, "subseed_strength": 0,
+        "subseed": subseeds[0] if subseeds else result.seeds[0], "all_subseeds": subseeds,
+        "subseed_strength": plan.variation_strength if variation else 0,
         "width": plan.width, "height": plan.height,
         "sampler_name": sampler, "scheduler": schedule, "cfg_scale": plan.guidance, "steps": plan.steps,
         "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": engine.name, "sd_model_hash": engine.sha256[:10] or None,
-        "sd_vae_name": None, "sd_vae_hash": None,
+        "sd_vae_name": engine.vae_name(), "sd_vae_hash": None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": strength,
         "extra_generation_params": {"Schedule type": label} if label else {}, "index_of_first_image": 0,
         "infotexts": [image.infotext for image in made], "styles": [],
-        "job_timestamp": result.timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
+        "job_timestamp": result.timestamp, "clip_skip": plan.clip_skip, "is_using_inpainting_conditioning": False,
         "version": f"ldm {__version__}",
         "interrupted": result.interrupted, "warnings": result.warnings,
     }

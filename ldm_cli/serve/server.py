@@ -22,6 +22,8 @@ from ldm_cli.pipeline.config import ModelSettings
 class ServeSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
     loras: tuple[str, ...] = ()
+    lora_dirs: tuple[Path, ...] = ()  # where <lora:> tags are found (--lora-dir or $LDM_LORA_DIR)
+    embeddings_dirs: tuple[Path, ...] = ()  # embeddings named in prompts (--embeddings-dir or $LDM_EMBEDDINGS_DIR)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
     host: str = "127.0.0.1"
     port: int = 7860
@@ -90,7 +92,7 @@ def _parts(s: ServeSettings, scratch: Path):
     from ldm_cli.serve.engine import Engine
     from ldm_cli.serve.worker import Worker
 
-    engine = Engine(s.model, s.loras, s.performance)
+    engine = Engine(s.model, s.loras, s.performance, s.lora_dirs, s.embeddings_dirs)
     worker = Worker(engine, s.max_queue)
     from ldm_cli.serve.guard import LOOPBACK_NAMES
 
