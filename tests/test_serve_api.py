@@ -195,6 +195,7 @@ def test_bad_json_and_bad_images_answer_422(server):
     ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "always on script ControlNet not found"),
     ({"clip_skip": 2.5}, "clip_skip 2.5: must be a whole number"),
     ({"clip_skip": 13}, "clip_skip 13: must be between 1"),
+    ({"clip_skip": 3}, "clip_skip 3: this model's text encoder has only 2 layers"),  # found once the model is known
 ])
 def test_fields_ldm_cannot_honour_answer_422_naming_them(server, body, field):
     status, _, answer = call(server, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 1, **body})

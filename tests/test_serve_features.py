@@ -42,6 +42,8 @@ def networks(tiny_model, tmp_path_factory):
             tensors[f"{key}.lora_up.weight"] = torch.randn(out_features, 4)
             tensors[f"{key}.alpha"] = torch.tensor(4.0)
     save_file(tensors, str(folder / "loras" / "style.safetensors"), metadata={"ss_network_dim": "4", "ss_output_name": "styleA"})
+    first = next(iter(tensors)).removesuffix(".lora_down.weight")
+    save_file({f"{first}.lora_down.weight": tensors[f"{first}.lora_down.weight"]}, str(folder / "loras" / "broken.safetensors"))
     width = json.loads((tiny_model / "text_encoder" / "config.json").read_text())["hidden_size"]
     save_file({"emb_params": torch.randn(2, width, generator=torch.Generator().manual_seed(5))}, str(folder / "embeddings" / "shiny.safetensors"))
     save_file({"emb_params": torch.randn(1, width + 8)}, str(folder / "embeddings" / "wide.safetensors"))
@@ -185,6 +187,13 @@ def test_lora_tags_match_ldm_generate_and_the_model_is_reloaded_per_set(server, 
     assert np.array_equal(by_alias[0], with_lora[0])
 
 
+def test_a_lora_that_cannot_be_used_fails_its_job_not_the_server(server):
+    status, _, answer = call(server, "/sdapi/v1/txt2img", {**BASE, "prompt": f"{PROMPT} <lora:broken:1>"})
+    assert status == 500 and "broken.safetensors" in answer["errors"] and "incomplete" in answer["errors"], answer
+    plain = served(server, BASE)  # the model is loaded again, without it
+    assert plain[0].shape == (64, 64, 3)
+
+
 def test_embeddings_in_the_prompt_match_ldm_generate(server, ldm, tiny_model, tmp_path, networks):
     prompt = f"a shiny {PROMPT}"
     result = served(server, {**BASE, "prompt": prompt})
@@ -194,8 +203,8 @@ def test_embeddings_in_the_prompt_match_ldm_generate(server, ldm, tiny_model, tm
 
 def test_loras_and_embeddings_are_listed_as_a1111_lists_them(server, networks):
     status, _, loras = call(server, "/sdapi/v1/loras")
-    assert status == 200 and [(l["name"], l["alias"]) for l in loras] == [("style", "styleA")]
-    assert loras[0]["path"] == str((networks / "loras" / "style.safetensors").resolve()) and loras[0]["metadata"]["ss_network_dim"] == "4"
+    assert status == 200 and [(l["name"], l["alias"]) for l in loras] == [("broken", "broken"), ("style", "styleA")]
+    assert loras[1]["path"] == str((networks / "loras" / "style.safetensors").resolve()) and loras[1]["metadata"]["ss_network_dim"] == "4"
     status, _, embeddings = call(server, "/sdapi/v1/embeddings")
     assert status == 200 and set(embeddings["loaded"]) == {"shiny"} and set(embeddings["skipped"]) == {"wide"}
     assert embeddings["loaded"]["shiny"]["vectors"] == 2
@@ -218,3 +227,9 @@ def test_sd_vae_is_accepted_only_when_it_names_the_loaded_vae(tiny_model, tmp_pa
             assert call(url, "/sdapi/v1/txt2img", body)[0] == 200
         status, _, answer = call(url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"sd_vae": "other.safetensors"}})
         assert status == 422 and "my.vae" in answer["detail"]
+
+
+@pytest.mark.parametrize("flag", ["--lora-dir", "--embeddings-dir"])
+def test_serve_refuses_a_folder_that_is_not_there(ldm, tiny_model, tmp_path, flag):
+    result = ldm("serve", "--model", tiny_model, "--port", 0, flag, tmp_path / "nowhere")
+    assert result.code == 2 and flag in result.stderr and "Traceback" not in result.stderr

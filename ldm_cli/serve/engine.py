@@ -76,11 +76,18 @@ class Engine:
         wanted = _network_set(loras, embeddings)
         if wanted == self.loaded_set:
             return
-        self.components = None  # let the old weights go before the new ones load
-        self.components, self.device, self.dtype, self.load_seconds = load_model(self.base, [u.spec for u in loras], embeddings)
+        previous = getattr(self, "_loaded_networks", None)
+        self.components = None  # let the old weights go before the new ones load (one model in memory)
+        try:
+            self.components, self.device, self.dtype, self.load_seconds = load_model(self.base, [u.spec for u in loras], embeddings)
+        except BaseException:
+            if previous is not None:  # a LoRA or embedding that cannot be used fails this job, not the server
+                self.loaded_set = None
+                self._load(*previous)
+            raise
         self.hashes = component_hashes(self.components)
         self.preview_map = latent_ops.fit_preview_map(self.components.vae)
-        self.loaded_set = wanted
+        self.loaded_set, self._loaded_networks = wanted, (loras, embeddings)
 
     # --- what the model is called -----------------------------------------------------------
 

@@ -1,21 +1,25 @@
 """A1111 request bodies for /sdapi/v1/txt2img and /img2img, and their mapping onto GenerateSettings.
 
-All the mapping lives here. Fields are accepted with A1111's names and defaults (unknown fields are
-ignored, as A1111 does). A field whose feature ldm does not have yet is listed in UNWIRED: a request
-that *uses* it (a value other than the neutral default clients send) answers 422
-"not supported yet: FIELD". To wire one, map it in `_settings` and drop its UNWIRED line.
-Fields that only tune A1111's own samplers (eta, s_churn, s_tmin, s_tmax, s_noise, s_min_uncond,
-image_cfg_scale) and bookkeeping fields (do_not_save_*, force_task_id, comments) are ignored.
+All the mapping lives here, onto the same GenerateSettings fields the flags of `ldm generate` set:
 
-Waiting for a backend (UNWIRED, "yet"):
-  hires fix        enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x/y,
-                   hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength (txt2img)
-  variation seeds  subseed, subseed_strength, seed_resize_from_w/h
-  inpainting       mask, mask_blur(_x/_y), inpainting_fill, inpaint_full_res(_padding),
-                   inpainting_mask_invert, latent_mask
-  clip skip        override_settings.CLIP_stop_at_last_layers, clip_skip
-  VAE override     override_settings.sd_vae
-Prompt syntax (weights, LoRA tags) needs no field: `prompt` reaches the same pipeline as the CLI's.
+  sampler_name, scheduler       --scheduler, --schedule-type (none or "Automatic": the sampler's A1111 default)
+  enable_hr, hr_scale, hr_upscaler ("Latent"/"Lanczos"), hr_second_pass_steps, denoising_strength (txt2img)
+                                --hires-scale, --hires-upscaler, --hires-steps, --hires-strength
+  subseed, subseed_strength     --variation-seed (-1: random), --variation-strength
+  override_settings.CLIP_stop_at_last_layers, clip_skip     --clip-skip
+  override_settings.eta_noise_seed_delta                     --eta-noise-seed-delta
+  mask, mask_blur (or equal mask_blur_x/_y), inpainting_fill (0 fill, 1 original), inpaint_full_res
+  (-> --inpaint-area masked), inpaint_full_res_padding, inpainting_mask_invert
+                                --mask, --mask-blur, --masked-content, --inpaint-area, --inpaint-padding, --invert-mask
+  <lora:NAME:W> and embedding names in `prompt`              --lora-dir, --embeddings-dir of `ldm serve`
+  override_settings.sd_vae      accepted when Automatic/None or the name of `ldm serve --vae`
+
+Fields are accepted with A1111's names and defaults (unknown fields are ignored, as A1111 does). A
+field ldm cannot honour is listed in UNWIRED: a request that *uses* it (a value other than the
+neutral default clients send) answers 422 "not supported yet: FIELD" (a feature ldm may add) or
+"not supported by ldm: FIELD". Fields that only tune A1111's own samplers (eta, s_churn, s_tmin,
+s_tmax, s_noise, s_min_uncond, image_cfg_scale) and bookkeeping fields (do_not_save_*,
+force_task_id, comments) are ignored.
 """
 
 from __future__ import annotations
