@@ -162,11 +162,19 @@ def test_inpainting_matches_ldm_generate(server, ldm, tiny_model, tmp_path, pict
         assert np.array_equal(pixels[far & keep], init[far & keep])
 
 
-@pytest.mark.parametrize("fill", [2, 3])
-def test_latent_noise_fills_are_refused(server, pictures, fill):
-    body = {**BASE, "init_images": [b64(pictures / "init.png")], "mask": b64(pictures / "mask.png"), "inpainting_fill": fill}
+@pytest.mark.parametrize("fields,field", [({"inpainting_fill": 2}, "inpainting_fill"), ({"inpainting_fill": 3}, "inpainting_fill"),
+                                          ({"mask_blur_x": 2, "mask_blur_y": 6}, "mask_blur_x"),
+                                          ({"latent_mask": "AAAA"}, "latent_mask")])
+def test_inpainting_choices_ldm_lacks_are_refused(server, pictures, fields, field):
+    body = {**BASE, "init_images": [b64(pictures / "init.png")], "mask": b64(pictures / "mask.png"), **fields}
     status, _, answer = call(server, "/sdapi/v1/img2img", body)
-    assert status == 422 and answer["detail"].startswith("not supported by ldm: inpainting_fill")
+    assert status == 422 and answer["detail"].startswith(f"not supported by ldm: {field}")
+
+
+def test_inpainting_fields_without_a_mask_are_ignored_as_in_a1111(server, pictures):
+    body = {**BASE, "init_images": [b64(pictures / "init.png")], "inpainting_fill": 2, "mask_blur_x": 2, "mask_blur_y": 6,
+            "inpaint_full_res_padding": 32, "inpainting_mask_invert": 1}
+    assert call(server, "/sdapi/v1/img2img", body)[0] == 200
 
 
 def test_a_mask_that_is_not_an_image_names_the_field(server, pictures):

@@ -127,7 +127,8 @@ UNWIRED: list[tuple[str, Callable[[Txt2ImgRequest], bool], str, bool]] = [
     ("latent_mask", lambda r: bool(getattr(r, "latent_mask", None)), "a separate latent mask", False),
     ("inpainting_fill", lambda r: bool(getattr(r, "mask", None)) and getattr(r, "inpainting_fill", 0) not in INPAINTING_FILL,
      "masked content 'latent noise' (2) and 'latent nothing' (3); ldm has fill (0) and original (1)", False),
-    ("mask_blur_x", lambda r: getattr(r, "mask_blur", None) is None and getattr(r, "mask_blur_x", 4) != getattr(r, "mask_blur_y", 4),
+    ("mask_blur_x", lambda r: bool(getattr(r, "mask", None)) and getattr(r, "mask_blur", None) is None
+     and getattr(r, "mask_blur_x", 4) != getattr(r, "mask_blur_y", 4),
      "different horizontal and vertical mask blur (give mask_blur)", False),
     ("restore_faces", lambda r: bool(r.restore_faces), "face restoration", False),
     ("tiling", lambda r: bool(r.tiling), "tiling", False),
