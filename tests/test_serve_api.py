@@ -101,7 +101,9 @@ def test_model_and_sampler_lists(client, server):
     assert {s["name"] for s in client.get_schedulers()} == {"automatic", "uniform", "karras", "exponential", "sgm_uniform", "beta"}
     assert client.get_loras() == [] and client.get_sd_vae() == []
     assert client.get_embeddings() == {"loaded": {}, "skipped": {}}
-    assert client.get_upscalers() == [] and client.get_hypernetworks() == [] and client.get_scripts() == {"txt2img": [], "img2img": []}
+    assert [u["name"] for u in client.get_upscalers()] == ["Lanczos"]
+    assert [m["name"] for m in client.get_latent_upscale_modes()] == ["Latent"]
+    assert client.get_hypernetworks() == [] and client.get_scripts() == {"txt2img": [], "img2img": []}
     status, _, answer = call(server, "/internal/ping")
     assert status == 200 and answer == {}
     assert call(server, "/sdapi/v1/refresh-checkpoints", {})[0] == 200

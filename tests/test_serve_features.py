@@ -130,6 +130,22 @@ def test_clip_skip_matches_ldm_generate(server, ldm, tiny_model, tmp_path, field
     assert_same((pixels, parameters), generated(ldm, tiny_model, tmp_path, *CLI, "--clip-skip", 2))
 
 
+def test_options_set_clip_skip_and_ensd_for_later_requests_as_in_a1111(tiny_model, ldm, tmp_path):
+    """Open WebUI and SillyTavern set CLIP_stop_at_last_layers with POST /options; a request's
+    override_settings still wins."""
+    with running_server(tiny_model) as (url, _):
+        assert call(url, "/sdapi/v1/options", {"CLIP_stop_at_last_layers": 2})[0] == 200
+        assert call(url, "/sdapi/v1/options")[2]["CLIP_stop_at_last_layers"] == 2
+        pixels, parameters, info = served(url, BASE)
+        assert info["clip_skip"] == 2
+        assert_same((pixels, parameters), generated(ldm, tiny_model, tmp_path, *CLI, "--clip-skip", 2))
+        overridden = served(url, {**BASE, "override_settings": {"CLIP_stop_at_last_layers": 1}})
+        assert "Clip skip" not in overridden[1]
+        for bad in ({"CLIP_stop_at_last_layers": 20}, {"CLIP_stop_at_last_layers": "x"}, {"sd_vae": "other.safetensors"}):
+            status, _, answer = call(url, "/sdapi/v1/options", bad)
+            assert status == 422 and next(iter(bad)) in answer["detail"], answer
+
+
 def test_eta_noise_seed_delta_matches_ldm_generate(server, ldm, tiny_model, tmp_path):
     body = {**BASE, "sampler_name": "Euler a", "override_settings": {"eta_noise_seed_delta": 31337}}
     pixels, parameters, _ = served(server, body)

@@ -17,7 +17,8 @@ from starlette.exceptions import HTTPException
 from ldm_cli.errors import LdmError, UsageError, one_line
 from ldm_cli.serve import listings, responses
 from ldm_cli.serve.guard import Guard
-from ldm_cli.serve.requests import Img2ImgRequest, RequestError, Txt2ImgRequest, a1111_message, build_job, decode_base64_image
+from ldm_cli.serve.requests import (Img2ImgRequest, RequestError, Txt2ImgRequest, a1111_message, build_job, check_options,
+                                   decode_base64_image, with_options)
 from ldm_cli.serve.samplers import sampler_items, scheduler_items
 from ldm_cli.serve.worker import QueueFull, ShuttingDown, Worker
 
@@ -109,7 +110,7 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
         return JSONResponse(status_code=500, content=error_body(type(exc).__name__, "", one_line(exc)))
 
     async def generate(request: Txt2ImgRequest, http: Request):
-        job = await run_in_threadpool(build_job, request, engine.model_settings, settings.scratch, engine.knows, settings.out,
+        job = await run_in_threadpool(build_job, with_options(request, options), engine.model_settings, settings.scratch, engine.knows, settings.out,
                                       engine.defaults())
         try:
             future = worker.submit(job)
@@ -162,8 +163,7 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
         if wanted is not None and not engine.knows(str(wanted)):
             raise RequestError(f"sd_model_checkpoint {wanted!r}: not the loaded model {engine.title!r}; "
                                "ldm serve keeps one model (restart it with --model to serve another)")
-        if str(new.get("CLIP_stop_at_last_layers") or 1) not in ("1", "1.0"):
-            raise RequestError("not supported yet: CLIP_stop_at_last_layers (clip skip)")
+        check_options(new, engine.vae_name())
         options.update({k: v for k, v in new.items() if k != "sd_model_checkpoint"})
         return None
 
@@ -200,7 +200,15 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
     async def prompt_styles():
         return []
 
-    for path in ("upscalers", "latent-upscale-modes", "hypernetworks", "face-restorers"):  # none: a client's menus stay empty
+    @app.get("/sdapi/v1/upscalers")
+    async def upscalers():  # the pixel upscaler hr_upscaler may name (A1111's UpscalerItem)
+        return [{"name": "Lanczos", "model_name": None, "model_path": None, "model_url": None, "scale": 4}]
+
+    @app.get("/sdapi/v1/latent-upscale-modes")
+    async def latent_upscale_modes():
+        return [{"name": "Latent"}]
+
+    for path in ("hypernetworks", "face-restorers"):  # none: a client's menus stay empty
         app.add_api_route(f"/sdapi/v1/{path}", _empty_list, methods=["GET"])
     for path in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):  # nothing on disk to rescan
         app.add_api_route(f"/sdapi/v1/{path}", _nothing, methods=["POST"])

@@ -207,13 +207,39 @@ def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, know
     return JobSpec("img2img" if img2img else "txt2img", settings, start, networks, save=request.save_images)
 
 
+# A1111 settings that POST /sdapi/v1/options may set for every later request (override_settings wins).
+GLOBAL_OPTIONS = ("CLIP_stop_at_last_layers", "eta_noise_seed_delta", "sd_vae")
+
+
+def check_options(new: dict, loaded_vae: str | None) -> None:
+    """POST /sdapi/v1/options: the generation settings it sets are checked as a request's would be."""
+    if new.get("CLIP_stop_at_last_layers") not in (None, ""):
+        clip_skip = _integer(new["CLIP_stop_at_last_layers"], "CLIP_stop_at_last_layers")
+        if not 1 <= clip_skip <= 12:
+            raise RequestError(f"CLIP_stop_at_last_layers {clip_skip}: must be between 1 (the last layer) and 12")
+    if new.get("eta_noise_seed_delta") not in (None, ""):
+        if not 0 <= _integer(new["eta_noise_seed_delta"], "eta_noise_seed_delta") <= MAX_SEED:
+            raise RequestError(f"eta_noise_seed_delta {new['eta_noise_seed_delta']}: must be between 0 and {MAX_SEED}")
+    _check_vae_name(new.get("sd_vae"), loaded_vae, "sd_vae")
+
+
+def with_options(request: Txt2ImgRequest, options: dict) -> Txt2ImgRequest:
+    """The request with the server's stored options under its own override_settings, as A1111 applies them."""
+    stored = {key: options[key] for key in GLOBAL_OPTIONS if options.get(key) not in (None, "")}
+    return request.model_copy(update={"override_settings": {**stored, **request.override_settings}})
+
+
 def _check_vae(request: Txt2ImgRequest, loaded: str | None) -> None:
-    """override_settings.sd_vae: Automatic/None, or the name of the VAE this server loaded (--vae)."""
-    wanted = str(request.override_settings.get("sd_vae") or "Automatic")
+    _check_vae_name(request.override_settings.get("sd_vae"), loaded, "override_settings.sd_vae")
+
+
+def _check_vae_name(value, loaded: str | None, field: str) -> None:
+    """sd_vae: Automatic/None, or the name of the VAE this server loaded (--vae)."""
+    wanted = str(value or "Automatic")
     if wanted in ("Automatic", "None") or (loaded and Path(wanted).name in (loaded, Path(loaded).stem)):
         return
     have = f"the loaded one is {loaded!r}" if loaded else "the model's own VAE is loaded"
-    raise RequestError(f"not supported: override_settings.sd_vae {wanted!r} ({have}; restart `ldm serve --vae` to use another)")
+    raise RequestError(f"not supported: {field} {wanted!r} ({have}; restart `ldm serve --vae` to use another)")
 
 
 def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path, defaults: ServerDefaults) -> GenerateSettings:
