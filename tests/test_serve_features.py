@@ -257,3 +257,8 @@ def test_sd_vae_is_accepted_only_when_it_names_the_loaded_vae(tiny_model, tmp_pa
 def test_serve_refuses_a_folder_that_is_not_there(ldm, tiny_model, tmp_path, flag):
     result = ldm("serve", "--model", tiny_model, "--port", 0, flag, tmp_path / "nowhere")
     assert result.code == 2 and flag in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_lora_tag_that_finds_no_file_is_named_in_the_warnings(server):
+    _, parameters, info = served(server, {**BASE, "prompt": f"{PROMPT} <lora:nowhere:1>"})
+    assert any("nowhere" in warning for warning in info["warnings"]) and "Lora hashes" not in parameters
