@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException
 from ldm_cli.errors import LdmError, UsageError, one_line
 from ldm_cli.serve import listings, responses
 from ldm_cli.serve.guard import Guard
-from ldm_cli.serve.requests import (Img2ImgRequest, RequestError, Txt2ImgRequest, a1111_message, build_job, check_options,
-                                   decode_base64_image, with_options)
+from ldm_cli.serve.request_fields import RequestError, check_options, with_options
+from ldm_cli.serve.requests import Img2ImgRequest, Txt2ImgRequest, a1111_message, build_job, decode_base64_image
 from ldm_cli.serve.samplers import sampler_items, scheduler_items
 from ldm_cli.serve.worker import QueueFull, ShuttingDown, Worker
 
