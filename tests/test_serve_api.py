@@ -198,6 +198,11 @@ def test_bad_json_and_bad_images_answer_422(server):
     ({"clip_skip": 2.5}, "clip_skip 2.5: must be a whole number"),
     ({"clip_skip": 13}, "clip_skip 13: must be between 1"),
     ({"clip_skip": 3}, "clip_skip 3: this model's text encoder has only 2 layers"),  # found once the model is known
+    ({"enable_hr": True, "hr_scale": 9}, "hr_scale 9.0: must be between 1 and 8"),
+    ({"enable_hr": True, "denoising_strength": 0}, "denoising_strength 0.0: must be above 0"),
+    ({"enable_hr": True, "hr_second_pass_steps": 5000}, "hr_second_pass_steps 5000"),
+    ({"subseed": 3, "subseed_strength": 1.5}, "subseed_strength 1.5"),
+    ({"subseed": -7, "subseed_strength": 0.5}, "subseed -7"),
 ])
 def test_fields_ldm_cannot_honour_answer_422_naming_them(server, body, field):
     status, _, answer = call(server, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 1, **body})
