@@ -121,6 +121,9 @@ def test_variation_seed_matches_ldm_generate(server, ldm, tiny_model, tmp_path):
                                                 "--variation-strength", 0.3))
     plain = served(server, BASE)[0]
     assert not np.array_equal(pixels, plain)
+    batch = served(server, {**BASE, "subseed": 11, "subseed_strength": 0.3, "batch_size": 2})[2]
+    assert batch["all_seeds"] == [4, 5] and batch["all_subseeds"] == [11, 12]  # A1111 steps both
+    assert "Variation seed: 12," in batch["infotexts"][1]
 
 
 @pytest.mark.parametrize("field", [{"override_settings": {"CLIP_stop_at_last_layers": 2}}, {"clip_skip": 2}])
