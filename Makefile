@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo demo-model bench clean
+.PHONY: install browser test test-slow demo demo-model bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Headless Chromium for the `ldm serve` page test (Debian package; needs root). Without it that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make: chromium is not installed (apt-get install chromium); the page test will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # The slow fault rounds (many kill -9s during fine-tuning, then an exact resume), skipped by `make test`.

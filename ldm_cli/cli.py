@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from ldm_cli.commands import finetune, generate, grid, info
+from ldm_cli.commands import finetune, generate, grid, info, serve
 from ldm_cli.commands import inspect as inspect_commands
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
@@ -34,6 +34,7 @@ finetune.register(app)
 encode_commands.register(app)
 demo_commands.register(app)
 explain_commands.register(app)
+serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -92,12 +92,26 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def save_png(pixels: np.ndarray, path: Path, text: dict[str, str] | None = None) -> Path:
-    """Write [H,W,3] uint8 as a PNG with text chunks to `path` (or the next free name)."""
+def _png_info(text: dict[str, str] | None) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value)
+    return info
+
+
+def save_png(pixels: np.ndarray, path: Path, text: dict[str, str] | None = None) -> Path:
+    """Write [H,W,3] uint8 as a PNG with text chunks to `path` (or the next free name)."""
+    info = _png_info(text)
     return write_new_file(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info))
+
+
+def png_bytes(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """The same PNG as save_png writes, in memory (for `ldm serve` responses)."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=_png_info(text))
+    return buffer.getvalue()
 
 
 def contact_sheet(frames: list[np.ndarray], columns: int = 10, thumb: int = 128) -> np.ndarray:

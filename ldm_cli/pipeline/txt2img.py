@@ -213,23 +213,32 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
     }
 
 
-def _write_and_report(settings, components, plan, hashes, device, dtype, summary, path=None) -> dict:
-    result = summary.pop("result")
-    recorder = summary.pop("recorder")
-    watch = summary.pop("watch", None)
+def image_record(settings, components, plan, hashes, device, dtype, result, timings, start_record: dict,
+                 networks: dict | None) -> dict:
+    """The JSON record of one image (what its PNG's `ldm` and `parameters` chunks are made from);
+    `ldm serve` builds its PNGs with this too, so both write the same metadata."""
     resolved = {**asdict(plan), "num_images": settings.num_images}
     if settings.loras:
         resolved["loras"] = list(settings.loras)
-    networks = summary.pop("networks", None)
-    extra = {key: summary[key] for key in ("img2img", "inpaint") if key in summary}
+    extra = dict(start_record)
     if networks:
         extra["networks"] = networks
     record = build_record(
         prompt=result.prompt, seed=result.seed, settings=resolved, components=components, hashes=hashes,
-        device=device, dtype=dtype_name(dtype), timings=summary["timings"], extra=extra or None,
+        device=device, dtype=dtype_name(dtype), timings=timings, extra=extra or None,
     )
     chosen, reason = generation_dtype(settings.model.dtype, device, components.unet.config)
     record["dtype_reason"] = reason if chosen == dtype else f"{dtype_name(dtype)}: as the model was loaded"
+    return record
+
+
+def _write_and_report(settings, components, plan, hashes, device, dtype, summary, path=None) -> dict:
+    result = summary.pop("result")
+    recorder = summary.pop("recorder")
+    watch = summary.pop("watch", None)
+    networks = summary.pop("networks", None)
+    record = image_record(settings, components, plan, hashes, device, dtype, result, summary["timings"],
+                          {key: summary[key] for key in ("img2img", "inpaint") if key in summary}, networks)
     path = save_png(result.pixels, path or output_path(settings, result.prompt, result.seed), png_text(record))
     summary.update(path=str(path), seed=result.seed, prompt=result.prompt, seconds=result.seconds,
                    width=output_size(plan)[0], height=output_size(plan)[1], steps=plan.steps, guidance=plan.guidance,
