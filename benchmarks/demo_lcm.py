@@ -8,6 +8,8 @@ sampler's own guidance for an LCM-LoRA, 1: no CFG pass). Adherence read from the
 ldm_cli.demo.checker, on benchmarks.demo_adherence's prompt/seed draw. Time per image: the median of each
 set's per-image generation time, measured in this one run.
 
+Controls: the same step count on the model without the LoRA (lcm sampler at guidance 1, and DDIM with CFG 7.5).
+
 Writes benchmarks/results/demo_lcm.json and benchmarks/results/demo_lcm_samples.png.
 """
 
@@ -71,6 +73,13 @@ def main() -> None:
                           "wall_s": round(time.perf_counter() - started, 1), "rows": rows}
         if steps == args.steps:
             lcm_pixels = pixels
+    controls = {}  # the same 4 steps without the LoRA: what the distillation adds
+    for name, settings in (("no_lora_lcm", GenerateSettings(prompts=("",), scheduler="lcm", steps=args.steps, guidance_default=True)),
+                           ("no_lora_ddim_cfg", GenerateSettings(prompts=("",), steps=args.steps))):
+        plan = resolve_plan(settings, base_components)
+        rows, _ = run_set(base, plan, jobs)
+        controls[name] = {"settings": {"steps": plan.steps, "guidance": plan.guidance, "scheduler": plan.scheduler},
+                          "adherence": accuracy(rows)}
     base_all, main_all = accuracy(base_rows)["all"], results[args.steps]["adherence"]["all"]
     gap = {k: round(100 * (main_all[k] - base_all[k]), 2) for k in ("colour", "shape", "background", "size", "all_attributes")}
     report = {
@@ -82,6 +91,7 @@ def main() -> None:
                      "wall_s": round(base_wall, 1)},
         "lcm": {str(k): {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in results.items()},
         f"lcm_{args.steps}_minus_baseline_points": gap,
+        f"controls_{args.steps}_steps_without_lora": controls,
         "target": "colour and shape within 3 points of the 50-step model",
         "target_met": gap["colour"] >= -3 and gap["shape"] >= -3,
         "time_per_image_ratio": round(median_seconds(base_rows) / results[args.steps]["seconds_per_image_median"], 2),
