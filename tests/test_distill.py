@@ -157,3 +157,15 @@ def test_bundled_lora_names_resolve_and_a_wrong_name_lists_them():
     assert spec.path == BUNDLED_LORAS / "demo-lcm.safetensors" and spec.scale == 0.5
     with pytest.raises(UsageError, match="bundled name: .*demo-lcm"):
         parse_lora_arg("no-such-lora")
+
+
+def test_resume_hint_is_an_ldm_distill_command(tmp_path):
+    from ldm_cli.training.distill_settings import DistillSettings
+    from ldm_cli.training.resume_hint import resume_command
+
+    s = DistillSettings(data=tmp_path, output=tmp_path / "o", method="lora", caption_dropout=0.0, batch_size=4,
+                        lr=3e-4, w_min=5.5, loss_type="l2")
+    hint = resume_command(s, "demo", 128, ("a red circle",))
+    assert hint.startswith("ldm distill ") and hint.endswith("--resume latest")
+    assert "--batch-size 4" in hint and "--w-min 5.5" in hint and "--loss l2" in hint and "--lr 0.0003" in hint
+    assert "--caption-dropout" not in hint and "--method" not in hint and "--validation-prompt" not in hint

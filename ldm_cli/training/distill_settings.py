@@ -18,6 +18,7 @@ class DistillSettings(FinetuneSettings):
     huber_c: float = 0.001
 
     command = "ldm distill"
+    fixed_fields = ("method", "caption_dropout", "validation_prompts")  # not options of `ldm distill`
 
     def objective(self, scheduler):
         from ldm_cli.training.lcm import LcmObjective

@@ -270,7 +270,7 @@ def loop(run: Run) -> str | None:
 
     s, acc = run.settings, run.accelerator
     log = TrainLog(s.output, run.step) if acc.is_main_process else None
-    bar = tqdm(total=run.max_steps, initial=run.step, desc="finetune", unit="step", file=sys.stderr,
+    bar = tqdm(total=run.max_steps, initial=run.step, desc=getattr(s, "command", "ldm finetune").split()[-1], unit="step", file=sys.stderr,
                dynamic_ncols=True, disable=not acc.is_main_process)
     images_per_step = s.batch_size * s.grad_accum * acc.num_processes
     started, start_step = time.perf_counter(), run.step
