@@ -169,3 +169,16 @@ def test_resume_hint_is_an_ldm_distill_command(tmp_path):
     assert hint.startswith("ldm distill ") and hint.endswith("--resume latest")
     assert "--batch-size 4" in hint and "--w-min 5.5" in hint and "--loss l2" in hint and "--lr 0.0003" in hint
     assert "--caption-dropout" not in hint and "--method" not in hint and "--validation-prompt" not in hint
+
+
+def test_demo_lcm_makes_the_prompted_picture_in_4_steps(ldm, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ldm_cli.demo.checker import read_image
+
+    made = ldm("generate", "a red circle on a blue background", "--model", "demo", "--lora", "demo-lcm",
+               "--scheduler", "lcm", "--steps", "4", "--seed", "1", "-o", "red.png")
+    assert made.code == 0, made.stderr
+    reading = read_image(np.asarray(Image.open(tmp_path / "red.png").convert("RGB")))
+    assert reading.colour == "red" and reading.shape == "circle"
