@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from ldm_cli.commands import finetune, generate, grid, info, serve
+from ldm_cli.commands import distill, finetune, generate, grid, info, serve
 from ldm_cli.commands import inspect as inspect_commands
 from ldm_cli.commands import encode as encode_commands
 from ldm_cli.commands import demo as demo_commands
@@ -31,6 +31,7 @@ grid.register(app)
 info.register(app)
 inspect_commands.register(app)
 finetune.register(app)
+distill.register(app)
 encode_commands.register(app)
 demo_commands.register(app)
 explain_commands.register(app)

@@ -68,11 +68,30 @@ def parse_lora_arg(value: str) -> LoraSpec:
     if not math.isfinite(scale):
         raise UsageError(f"--lora {value}: the scale must be a finite number, e.g. FILE:0.8")
     path = Path(path_text).expanduser()
+    if not path.is_file() and bundled_lora(path_text) is not None:
+        path = bundled_lora(path_text)  # a name such as demo-lcm: ldm_cli/assets/loras/demo-lcm.safetensors
     if not path.is_file():
-        raise UsageError(f"--lora {value}: no such file; pass a LoRA .safetensors file, optionally FILE:SCALE")
+        names = ", ".join(bundled_lora_names()) or "none"
+        raise UsageError(f"--lora {value}: no such file; pass a LoRA .safetensors file (or a bundled name: {names}), "
+                         "optionally FILE:SCALE")
     if path.suffix != ".safetensors":
         raise UsageError(f"--lora {value}: expected a .safetensors LoRA file")
     return LoraSpec(path, scale)
+
+
+BUNDLED_LORAS = Path(__file__).resolve().parent.parent / "assets" / "loras"
+
+
+def bundled_lora(name: str) -> Path | None:
+    """The LoRA shipped with ldm under this name (e.g. demo-lcm), or None; a real file of that name wins."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = BUNDLED_LORAS / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
+def bundled_lora_names() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_LORAS.glob("*.safetensors")) if BUNDLED_LORAS.is_dir() else []
 
 
 def describe_lora(path) -> dict:

@@ -12,7 +12,8 @@ from dataclasses import fields
 from ldm_cli.training.settings import FinetuneSettings
 
 # settings field -> flag; booleans that default to True are switched off by a --no- flag
-_FLAGS = {"output": "-o", "buckets": "--no-buckets", "ema": "--no-ema", "validation_prompts": "--validation-prompt"}
+_FLAGS = {"output": "-o", "buckets": "--no-buckets", "ema": "--no-ema", "validation_prompts": "--validation-prompt",
+          "loss_type": "--loss"}
 _SKIP = {"data", "resume", "check_only", "strict", "model"}
 _MODEL_FLAGS = {"model": "--model", "revision": "--revision", "offline": "--offline",
                 "allow_pickle": "--allow-pickle", "config": "--config"}
@@ -21,10 +22,12 @@ _MODEL_FLAGS = {"model": "--model", "revision": "--revision", "offline": "--offl
 def resume_command(s: FinetuneSettings, model_spec: str, resolution: int, default_prompts: tuple[str, ...] = ()) -> str:
     """`ldm finetune DATA -o OUT --model SPEC --resolution R ... --resume latest` for the settings of this run
     (the model and resolution always, resolved, so that another $LDM_MODEL cannot change what resumes)."""
-    words = ["ldm", "finetune", str(s.data), "-o", str(s.output), "--model", model_spec, "--resolution", str(resolution)]
-    defaults = FinetuneSettings(data=s.data, output=s.output)
+    command = getattr(s, "command", "ldm finetune").split()  # `ldm distill` shares this
+    words = [*command, str(s.data), "-o", str(s.output), "--model", model_spec, "--resolution", str(resolution)]
+    defaults = type(s)(data=s.data, output=s.output)
+    fixed = getattr(s, "fixed_fields", ())  # set by the command itself, not flags of it
     for f in fields(s):
-        if f.name in _SKIP or f.name in ("output", "resolution"):
+        if f.name in _SKIP or f.name in fixed or f.name in ("output", "resolution"):
             continue
         value, default = getattr(s, f.name), getattr(defaults, f.name)
         if value == default or (f.name == "validation_prompts" and value == default_prompts):

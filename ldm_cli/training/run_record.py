@@ -24,7 +24,7 @@ def write_run_files(s: FinetuneSettings, report, components, resolution: int) ->
     except OSError as exc:
         raise write_error(exc, s.output, "choose another --output") from None
     write_json(s.output / "data-report.json", report.to_dict())
-    record = {"status": "running", "command": "ldm finetune", "pid": os.getpid(), "settings": s.to_record(),
+    record = {"status": "running", "command": getattr(s, "command", "ldm finetune"), "pid": os.getpid(), "settings": s.to_record(),
               "resolution": resolution, "model": {"spec": components.source.spec, "kind": components.source.kind},
               "data": report.to_dict()}
     write_json(s.output / "run.json", record)

@@ -55,6 +55,7 @@ class Run:
     last_checkpoint: Path | None = None
     stop_signal: list = field(default_factory=list)
     recording: bool = False  # this process wrote run.json, so it records how the run ends
+    objective: object = None  # None: DDPM's loss; else a callable such as training.lcm.LcmObjective (`ldm distill`)
 
 
 def train(settings: FinetuneSettings) -> int:
@@ -127,6 +128,8 @@ def setup(s: FinetuneSettings) -> Run:
     generator = torch.Generator().manual_seed(s.seed * 7919 + accelerator.process_index)
     run = Run(s, accelerator, components, report, DDPMScheduler.from_config(components.scheduler_config), latents, captions,
               plan, unet, text_encoder, params, optimizer, ema, generator, max_steps)
+    make_objective = getattr(s, "objective", None)  # DistillSettings.objective
+    run.objective = make_objective(run.scheduler) if make_objective else None
     install_signals(run)
     return run
 
@@ -267,7 +270,7 @@ def loop(run: Run) -> str | None:
 
     s, acc = run.settings, run.accelerator
     log = TrainLog(s.output, run.step) if acc.is_main_process else None
-    bar = tqdm(total=run.max_steps, initial=run.step, desc="finetune", unit="step", file=sys.stderr,
+    bar = tqdm(total=run.max_steps, initial=run.step, desc=getattr(s, "command", "ldm finetune").split()[-1], unit="step", file=sys.stderr,
                dynamic_ncols=True, disable=not acc.is_main_process)
     images_per_step = s.batch_size * s.grad_accum * acc.num_processes
     started, start_step = time.perf_counter(), run.step
@@ -315,7 +318,14 @@ def train_step(run: Run) -> tuple[float, str | None]:
                 for model in models:
                     stack.enter_context(acc.no_sync(model))
             embeddings = run.captions.batch(captions, acc.device)  # [B, 77, D]
-            loss = diffusion_loss(run.unet, run.scheduler, latents, embeddings, run.generator, s.snr_gamma, s.noise_offset)
+            if run.objective is not None:
+                from ldm_cli.training.lcm import adapters_off
+
+                inner = acc.unwrap_model(run.unet)
+                uncond = run.captions.batch([""] * len(indices), acc.device)
+                loss = run.objective(run.unet, inner, lambda: adapters_off(inner), latents, embeddings, uncond, run.generator)
+            else:
+                loss = diffusion_loss(run.unet, run.scheduler, latents, embeddings, run.generator, s.snr_gamma, s.noise_offset)
             acc.backward(loss / s.grad_accum)
         total += loss.detach().float() / s.grad_accum
     flags = acc.reduce(torch.stack([total, torch.tensor(float(bool(run.stop_signal)), device=acc.device)]), "sum")
@@ -387,7 +397,8 @@ def export(run: Run) -> None:
         if s.method == "lora":
             tensors = lora_state(unet, text_encoder if s.train_text_encoder else None, s.rank, s.lora_alpha, s.lora_format == "kohya")
             metadata = {"ldm.format": s.lora_format, "ldm.base_model": run.components.source.spec,
-                        "ss_network_dim": str(s.rank), "ss_network_alpha": str(s.lora_alpha), "ldm.steps": str(run.step)}
+                        "ss_network_dim": str(s.rank), "ss_network_alpha": str(s.lora_alpha), "ldm.steps": str(run.step),
+                        **getattr(s, "lora_metadata", {})}
             result = save_lora(lora_path(s), tensors, metadata)
         else:
             ema = None
