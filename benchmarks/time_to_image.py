@@ -3,13 +3,15 @@
     PYTHONPATH=. .venv/bin/python -m benchmarks.time_to_image [--quick] [--images 24] [--sd15-size 256]
 
 Rows (same weights, dtype, prompt and seed for each):
-    diffusers PNDM 50      StableDiffusionPipeline's default scheduler and steps (ldm_cli/reference.py)
+    diffusers default 50   StableDiffusionPipeline as from_pretrained builds it: the model's own scheduler
+                           (SD1.5: PNDM; the demo model: DDIM, v-prediction), 50 steps (ldm_cli/reference.py)
+    diffusers PNDM 50      PNDM forced, where the model's own scheduler is another one
     ldm DPM++ 2M 20        ldm generate --scheduler dpm++2m --steps 20
     ldm DPM++ 2M 20 + DC3  the same with --cache-interval 3 (DeepCache)
     ldm LCM 4              ldm generate --scheduler lcm --steps 4 (with the demo-lcm LoRA when it is bundled)
 
 1. Demo model (128 px, 1 thread): the pixel adherence checker (benchmarks/demo_adherence.py's prompt/seed
-   draw) on every row, plus PSNR/SSIM of each picture against the diffusers 50-step picture; the rows
+   draw) on every row, plus PSNR/SSIM of each picture against the diffusers default 50-step picture; the rows
    run interleaved per prompt, so the shared machine's drift hits all alike.
 2. SD1.5 architecture, random weights (benchmarks/.cache/sd15-random), at --sd15-size px: seconds per
    image (text encoding + sampling + decode, round-robin over the rows, min of --repeats), PSNR/SSIM
@@ -33,7 +35,8 @@ import torch
 
 RESULTS = Path(__file__).parent / "results"
 LCM_LORA = Path(__file__).resolve().parent.parent / "ldm_cli" / "assets" / "loras" / "demo-lcm.safetensors"
-ROWS = (  # (key, label, scheduler, steps, cache interval)
+ROWS = (  # (key, label, scheduler, steps, cache interval); None: the model's own scheduler
+    ("diffusers-default-50", "diffusers default, 50 steps", None, 50, 1),
     ("diffusers-pndm-50", "diffusers PNDM 50 steps", "pndm", 50, 1),
     ("ldm-dpm2m-20", "ldm DPM++ 2M 20 steps", "dpm++2m", 20, 1),
     ("ldm-dpm2m-20-cache3", "ldm DPM++ 2M 20 + --cache-interval 3", "dpm++2m", 20, 3),
@@ -55,10 +58,14 @@ class Rows:
                                          components).guidance
 
     def plan(self, scheduler: str, steps: int, interval: int, size: int | None):
-        plan = replace(self.base, scheduler=scheduler, steps=steps, cache_interval=interval)
+        plan = replace(self.base, scheduler=scheduler or self.base.scheduler, steps=steps, cache_interval=interval)
         if scheduler == "lcm":
             plan = replace(plan, guidance=self.lcm_guidance)
         return replace(plan, height=size, width=size) if size else plan
+
+    def keys(self) -> list[str]:
+        """Every row, less the forced-PNDM one where PNDM is the model's own (it would repeat the default row)."""
+        return [key for key, _, scheduler, *_ in ROWS if not (key == "diffusers-pndm-50" and self.base.scheduler == "pndm")]
 
     def make(self, key: str, prompt: str, seed: int, size: int | None = None) -> np.ndarray:
         _, _, scheduler, steps, interval = next(r for r in ROWS if r[0] == key)
@@ -66,7 +73,7 @@ class Rows:
         if key.startswith("diffusers"):
             from ldm_cli.reference import reference_pipeline
 
-            pipe = reference_pipeline(self.components, scheduler)
+            pipe = reference_pipeline(self.components, plan.scheduler)
             with torch.no_grad():
                 image = pipe(prompt, num_inference_steps=steps, guidance_scale=plan.guidance, height=plan.height,
                              width=plan.width, generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
@@ -101,20 +108,21 @@ def demo_rows(images: int, seed: int) -> dict:
         lcm_components, device, dtype, _ = load_model(settings)
         lcm_maker = TextToImage(lcm_components, device, dtype)
     rows = Rows(components, maker, lcm_maker)
+    keys = rows.keys()
     jobs = prompts_and_seeds(images, seed)
-    found = {key: [] for key, *_ in ROWS}
-    pixels = {key: [] for key, *_ in ROWS}
-    seconds = {key: 0.0 for key, *_ in ROWS}
+    found, pixels, seconds = {key: [] for key in keys}, {key: [] for key in keys}, {key: 0.0 for key in keys}
     for scene, job_seed in jobs:  # rows interleaved per prompt
         expected = {"colour": scene.colour, "background": scene.background, "shape": scene.shape, "size": scene.size}
-        for key, *_ in ROWS:
+        for key in keys:
             started = time.perf_counter()
             picture = rows.make(key, scene.plain_prompt(), job_seed)
             seconds[key] += time.perf_counter() - started
             pixels[key].append(picture)
             found[key].append({"held_out": scene.held_out, "correct": agrees(read_image(picture), expected)})
     out = {}
-    for key, label, scheduler, steps, interval in ROWS:
+    for key, label, scheduler, steps, interval in (row for row in ROWS if row[0] in keys):
+        label = label.replace("default", f"default ({rows.base.scheduler.upper()})") if scheduler is None else label
+        scheduler = scheduler or rows.base.scheduler
         entry = {"label": label, "scheduler": scheduler, "steps": steps, "cache_interval": interval,
                  "seconds_per_image": round(seconds[key] / len(jobs), 3),
                  "speedup_vs_diffusers": round(seconds[ROWS[0][0]] / seconds[key], 2)}
@@ -145,14 +153,16 @@ def sd15_rows(size: int, repeats: int, dtype: str) -> dict:
     times = {key: [] for key, *_ in ROWS}
     pictures = {}
     for repeat in range(repeats):  # round-robin: every row sees the same stretch of machine load
-        for key, *_ in ROWS:
+        for key in keys:
             started = time.perf_counter()
             pictures[key] = rows.make(key, prompt, seed, size)
             times[key].append(time.perf_counter() - started)
             print(f"sd15 {size}px {key} repeat {repeat}: {times[key][-1]:.1f} s", flush=True)
     best = {key: min(v) for key, v in times.items()}
     out = {}
-    for key, label, scheduler, steps, interval in ROWS:
+    for key, label, scheduler, steps, interval in (row for row in ROWS if row[0] in keys):
+        label = label.replace("default", f"default ({rows.base.scheduler.upper()})") if scheduler is None else label
+        scheduler = scheduler or rows.base.scheduler
         entry = {"label": label, "scheduler": scheduler, "steps": steps, "cache_interval": interval,
                  "seconds_per_image": round(best[key], 2), "speedup_vs_diffusers": round(best[ROWS[0][0]] / best[key], 2)}
         if scheduler == "lcm":
@@ -176,7 +186,7 @@ def write_chart(report: dict, path: Path) -> None:
     for ax, (name, part) in zip(axes[0], parts):
         labels = [row["label"].replace(" + --cache-interval 3", "\n+ cache 3") for row in part["rows"].values()]
         values = [row["seconds_per_image"] for row in part["rows"].values()]
-        bars = ax.barh(labels[::-1], values[::-1], color=["#bbb", "#4a8", "#2a6", "#275"][::-1])
+        bars = ax.barh(labels[::-1], values[::-1], color=(["#999", "#bbb", "#4a8", "#2a6", "#275"][-len(values):])[::-1])
         for bar, row in zip(bars, list(part["rows"].values())[::-1]):
             quality = row.get("adherence")
             if isinstance(quality, dict):
