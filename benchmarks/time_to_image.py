@@ -19,7 +19,7 @@ Rows (same weights, dtype, prompt and seed for each):
    figure says how far each recipe moves the output, not how good it looks.
 LCM quality needs LCM weights: without them the LCM row reports its speed only ("not measured").
 
-Writes benchmarks/results/time_to_image.json and time_to_image.png.
+Writes benchmarks/results/time_to_image.json, time_to_image.png and time_to_image.md (the README table).
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def sd15_rows(size: int, repeats: int, dtype: str) -> dict:
     components, device, torch_dtype, _ = load_model(settings)
     rows = Rows(components, TextToImage(components, device, torch_dtype))
     prompt, seed = "a photograph of an astronaut riding a horse", 0
-    times = {key: [] for key, *_ in ROWS}
+    keys = rows.keys()
+    times = {key: [] for key in keys}
     pictures = {}
     for repeat in range(repeats):  # round-robin: every row sees the same stretch of machine load
         for key in keys:
@@ -207,6 +208,35 @@ def write_chart(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def quality_cell(row: dict) -> str:
+    adherence = row.get("adherence")
+    if isinstance(adherence, dict):
+        return f"{adherence['all_attributes']:.2f} all attributes right ({adherence['images']} images)"
+    if "psnr_vs_50_step_db" in row:
+        return f"{row['psnr_vs_50_step_db']['mean']} dB, SSIM {row['ssim_vs_50_step']}"
+    return adherence or row.get("quality") or "reference"
+
+
+def write_table(report: dict, path: Path) -> None:
+    """The README's time-to-image table: one row per recipe, both models side by side."""
+    demo, sd15 = report.get("demo") or {"rows": {}}, report.get("sd15_random_weights") or {"rows": {}}
+    lines = [f"| recipe | demo {demo.get('size', ['?'])[0]} px: s/image | demo: adherence | demo: PSNR/SSIM vs 50-step default "
+             f"| SD1.5 random, {sd15.get('size', ['?'])[0]} px {sd15.get('dtype', '')}: s/image | SD1.5: PSNR/SSIM vs 50-step default |",
+             "|---|---|---|---|---|---|"]
+    for key, label, *_ in ROWS:
+        d, s = demo["rows"].get(key), sd15["rows"].get(key)
+        if not d and not s:
+            continue
+        label = (d or s)["label"] if key != ROWS[0][0] else "diffusers default, 50 steps (demo: DDIM; SD1.5: PNDM)"
+        demo_time = f"{d['seconds_per_image']} ({d['speedup_vs_diffusers']}x)" if d else "-"
+        demo_adherence = quality_cell({k: v for k, v in d.items() if k != "psnr_vs_50_step_db"}) if d else "-"
+        demo_psnr = f"{d['psnr_vs_50_step_db']['mean']} dB, {d['ssim_vs_50_step']}" if d and "psnr_vs_50_step_db" in d else "-"
+        sd_time = f"{s['seconds_per_image']} ({s['speedup_vs_diffusers']}x)" if s else "-"
+        sd_quality = quality_cell(s) if s else "-"
+        lines.append(f"| {label} | {demo_time} | {demo_adherence} | {demo_psnr} | {sd_time} | {sd_quality} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     from benchmarks.deepcache import cpu_name
     from ldm_cli.models.loading import quiet_library_logs
@@ -231,12 +261,15 @@ def main(argv: list[str] | None = None) -> None:
               "quick": args.quick}
     previous = json.loads((RESULTS / "time_to_image.json").read_text()) if (RESULTS / "time_to_image.json").exists() else {}
     report["demo"] = previous.get("demo") if args.skip_demo else demo_rows(args.images, args.seed)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "time_to_image.json").write_text(json.dumps({**previous, **report}, indent=1) + "\n")  # kept if SD1.5 fails
     report["sd15_random_weights"] = (previous.get("sd15_random_weights") if args.skip_sd15
                                      else sd15_rows(args.sd15_size, args.repeats, args.dtype))
     report["total_s"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "time_to_image.json").write_text(json.dumps(report, indent=1) + "\n")
     write_chart(report, RESULTS / "time_to_image.png")
+    write_table(report, RESULTS / "time_to_image.md")
     print(f"done in {report['total_s'] / 60:.1f} min: {RESULTS}/time_to_image.json, time_to_image.png", flush=True)
 
 

@@ -110,6 +110,22 @@ def test_compiled_unet_matches_reference(tiny_model, fp32_reference):
     assert np.abs(ours(components) - fp32_reference).max() <= 1e-4
 
 
+def test_compile_keeps_inductor_artefacts_in_ldm_cache(tiny_model, monkeypatch, tmp_path):
+    """--compile points inductor's FX graph / AOTAutograd caches at $LDM_CACHE_DIR/inductor (they
+    survive a reboot there, unlike /tmp), and leaves a TORCHINDUCTOR_CACHE_DIR the user set alone."""
+    import os
+
+    from ldm_cli.models.performance import compile_unet
+
+    monkeypatch.setenv("LDM_CACHE_DIR", str(tmp_path / "ldm-cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    compile_unet(fresh(tiny_model).unet, backend="aot_eager")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "ldm-cache" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    compile_unet(fresh(tiny_model).unet, backend="aot_eager")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
 @pytest.mark.parametrize("guidance, calls, batch", [(7.5, STEPS, 2), (1.0, STEPS, 1)])
 def test_one_batched_unet_call_per_step_and_no_uncond_pass_without_guidance(tiny_model, guidance, calls, batch):
     components = fresh(tiny_model)
