@@ -211,6 +211,29 @@ def test_committed_benchmark_results_render(tmp_path):
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_committed_time_to_image_results_render(tmp_path):
+    """The committed time_to_image.json has every recipe with a quality figure (or says why not) and
+    redraws the README table and the chart."""
+    from pathlib import Path
+
+    from benchmarks.time_to_image import NO_LCM, ROWS, write_chart, write_table
+
+    report = json.loads((Path(__file__).parent.parent / "benchmarks" / "results" / "time_to_image.json").read_text())
+    for part in ("demo", "sd15_random_weights"):
+        rows = report[part]["rows"]
+        assert {"diffusers-default-50", "ldm-dpm2m-20", "ldm-dpm2m-20-cache3", "ldm-lcm-4"} <= set(rows)
+        for key, row in rows.items():
+            assert row["seconds_per_image"] > 0
+            if key != "diffusers-default-50" and row["scheduler"] != "lcm":
+                assert "psnr_vs_50_step_db" in row  # quality measured against the 50-step picture
+    lcm = report["demo"]["rows"]["ldm-lcm-4"]
+    assert (lcm["adherence"] == NO_LCM) == (report["demo"]["lcm_weights"] is None)  # never a faked LCM figure
+    write_table(report, tmp_path / "table.md")
+    assert len([line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| ")]) - 1 == len(ROWS)
+    write_chart(report, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bf16_on_a_cpu_without_native_bf16_warns(ldm, tiny_model):
     from ldm_cli.models.performance import cpu_has_native_bf16
 
