@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test test-slow demo demo-model bench clean
+.PHONY: install browser test test-slow demo demo-model bench bench-time-to-image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ demo-model: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.time_to_image $(if $(QUICK),--quick)
+
+# Only the time-to-image table (about 8 min on a busy 2-core CPU; QUICK=1: 12 demo prompts, one SD1.5 round).
+bench-time-to-image: $(STAMP)
+	$(BIN)/python -m benchmarks.time_to_image $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -110,6 +110,22 @@ def test_compiled_unet_matches_reference(tiny_model, fp32_reference):
     assert np.abs(ours(components) - fp32_reference).max() <= 1e-4
 
 
+def test_compile_keeps_inductor_artefacts_in_ldm_cache(tiny_model, monkeypatch, tmp_path):
+    """--compile points inductor's FX graph / AOTAutograd caches at $LDM_CACHE_DIR/inductor (they
+    survive a reboot there, unlike /tmp), and leaves a TORCHINDUCTOR_CACHE_DIR the user set alone."""
+    import os
+
+    from ldm_cli.models.performance import compile_unet
+
+    monkeypatch.setenv("LDM_CACHE_DIR", str(tmp_path / "ldm-cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    compile_unet(fresh(tiny_model).unet, backend="aot_eager")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "ldm-cache" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    compile_unet(fresh(tiny_model).unet, backend="aot_eager")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
 @pytest.mark.parametrize("guidance, calls, batch", [(7.5, STEPS, 2), (1.0, STEPS, 1)])
 def test_one_batched_unet_call_per_step_and_no_uncond_pass_without_guidance(tiny_model, guidance, calls, batch):
     components = fresh(tiny_model)
@@ -192,6 +208,29 @@ def test_committed_benchmark_results_render(tmp_path):
     rows = [line for line in table(results).splitlines() if line.startswith(("| tiny", "| sd15", "| demo"))]
     assert len(rows) == len(results["models"])
     write_chart(results, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_committed_time_to_image_results_render(tmp_path):
+    """The committed time_to_image.json has every recipe with a quality figure (or says why not) and
+    redraws the README table and the chart."""
+    from pathlib import Path
+
+    from benchmarks.time_to_image import NO_LCM, ROWS, write_chart, write_table
+
+    report = json.loads((Path(__file__).parent.parent / "benchmarks" / "results" / "time_to_image.json").read_text())
+    for part in ("demo", "sd15_random_weights"):
+        rows = report[part]["rows"]
+        assert {"diffusers-default-50", "ldm-dpm2m-20", "ldm-dpm2m-20-cache3", "ldm-lcm-4"} <= set(rows)
+        for key, row in rows.items():
+            assert row["seconds_per_image"] > 0
+            if key != "diffusers-default-50" and row["scheduler"] != "lcm":
+                assert "psnr_vs_50_step_db" in row  # quality measured against the 50-step picture
+    lcm = report["demo"]["rows"]["ldm-lcm-4"]
+    assert (lcm["adherence"] == NO_LCM) == (report["demo"]["lcm_weights"] is None)  # never a faked LCM figure
+    write_table(report, tmp_path / "table.md")
+    assert len([line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| ")]) - 1 == len(ROWS)
+    write_chart(report, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

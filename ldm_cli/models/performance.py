@@ -91,8 +91,23 @@ def use_classic_attention(*models) -> None:
 
 
 def compile_unet(unet, backend: str = "inductor") -> None:
-    """Compile the UNet's forward in place (nn.Module.compile keeps the object, its config and hooks)."""
+    """Compile the UNet's forward in place (nn.Module.compile keeps the object, its config and hooks).
+
+    Inductor's FX graph and AOTAutograd caches (on by default in torch 2.13) make a later process's
+    compile of the same UNet, size and dtype much cheaper (benchmarks/results/compile.json), but their
+    default home is /tmp/torchinductor_$USER, which a reboot empties: keep them in ldm's cache
+    instead, unless TORCHINDUCTOR_CACHE_DIR already says where."""
+    import os
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
     unet.compile(backend=backend, fullgraph=False, dynamic=False)
+
+
+def inductor_cache_dir():
+    """Where --compile keeps torch inductor's compiled artefacts: $LDM_CACHE_DIR/inductor."""
+    from ldm_cli.files.hashing import cache_dir
+
+    return cache_dir() / "inductor"
 
 
 def offload(components, device: str) -> None:
