@@ -40,3 +40,13 @@ VaeOpt = Annotated[
 EmaOpt = Annotated[
     bool, typer.Option("--ema", help="Single-file checkpoint: use its EMA UNet weights (model_ema.*) instead of the normal ones.")
 ]
+LoraDirOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--lora-dir", metavar="DIR",
+                 help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors; repeatable [default: $LDM_LORA_DIR]."),
+]
+EmbeddingsDirOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--embeddings-dir", metavar="DIR",
+                 help="Folder of embeddings; those a prompt names by file stem are loaded; repeatable [default: $LDM_EMBEDDINGS_DIR]."),
+]

@@ -10,7 +10,7 @@ import typer
 from ldm_cli.options import (
     AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt,
 )
-from ldm_cli.options import EmaOpt, VaeOpt, VariantOpt
+from ldm_cli.options import EmaOpt, EmbeddingsDirOpt, LoraDirOpt, VaeOpt, VariantOpt
 
 EXAMPLES = """Examples:
 
@@ -195,15 +195,11 @@ def generate(
     rng: Annotated[
         Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (A1111's 'RNG: CPU'); the only choice [default: cpu].")
     ] = None,
-    lora_dir: Annotated[
-        Optional[list[Path]], typer.Option("--lora-dir", metavar="DIR", help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors; repeatable [default: $LDM_LORA_DIR].")
-    ] = None,
+    lora_dir: LoraDirOpt = None,
     embedding: Annotated[
         Optional[list[str]], typer.Option("--embedding", metavar="FILE[:TOKEN]", help="Textual-inversion embedding FILE or FILE:TOKEN (token default: the file's stem); repeatable.")
     ] = None,
-    embeddings_dir: Annotated[
-        Optional[list[Path]], typer.Option("--embeddings-dir", metavar="DIR", help="Folder of embeddings; those whose file stem is a word of the prompt are loaded [default: $LDM_EMBEDDINGS_DIR].")
-    ] = None,
+    embeddings_dir: EmbeddingsDirOpt = None,
     attention_maps: Annotated[
         bool, typer.Option("--attention-maps", help="Also save each prompt word's cross-attention map: <name>-attention.png and .safetensors.")
     ] = False,

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ldm_cli.options import AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, ModelOpt, OfflineOpt, RevisionOpt, VaeOpt
+from ldm_cli.options import (
+    AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, EmbeddingsDirOpt, LoraDirOpt, ModelOpt, OfflineOpt, RevisionOpt, VaeOpt,
+)
 
 EXAMPLES = """Examples:
 
@@ -45,12 +47,8 @@ def serve(
     lora: Annotated[
         Optional[list[str]], typer.Option("--lora", help="LoRA .safetensors merged into the model at start, FILE or FILE:SCALE; repeatable.")
     ] = None,
-    lora_dir: Annotated[
-        Optional[list[Path]], typer.Option("--lora-dir", metavar="DIR", help="Folder where <lora:NAME:W> prompt tags find NAME.safetensors (listed at /sdapi/v1/loras); repeatable [default: $LDM_LORA_DIR].")
-    ] = None,
-    embeddings_dir: Annotated[
-        Optional[list[Path]], typer.Option("--embeddings-dir", metavar="DIR", help="Folder of embeddings a prompt names by file stem (listed at /sdapi/v1/embeddings); repeatable [default: $LDM_EMBEDDINGS_DIR].")
-    ] = None,
+    lora_dir: LoraDirOpt = None,
+    embeddings_dir: EmbeddingsDirOpt = None,
     vae: VaeOpt = None,
     compile_unet: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet: a slow first request, faster later ones.")] = False,
     offload: Annotated[bool, typer.Option("--offload", help="CUDA with little memory: models wait on the CPU, each moves to the GPU to run.")] = False,
