@@ -80,6 +80,7 @@ def build_settings(args: dict) -> GenerateSettings:
         prompts_from_file=args["prompts_file"] is not None,
         resume=args.get("resume", False),
         cache_interval=values.get("cache_interval", 1),
+        token_merging=float(values.get("token_merging", 0.0)),
         guidance_default=args.get("guidance") is None and "guidance" not in recorded,
         model=ModelSettings(
             model=args["model"] or values.get("model"),
@@ -128,7 +129,7 @@ def _unknown_sampler_text(sampler: str) -> str:
 
 INPAINT_FLAGS = ("mask", "mask_blur", "keep_unmasked", "inpaint_area", "inpaint_padding", "invert_mask",
                  "masked_content", "outpaint", "outpaint_fill")
-_SETTING_FLAGS = {"cache_interval", "steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
+_SETTING_FLAGS = {"cache_interval", "token_merging", "steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
                   "init_image", "init_latents", "strength", *INPAINT_FLAGS, *RECIPE_FLAGS}
 
 
@@ -201,6 +202,7 @@ def settings_from_image(path: Path, lora_dirs=None, embedding_dirs=None) -> dict
             **from_record_recipe(s),
             **networks_from_record(record, path, lora_dirs, embedding_dirs, _warn),
             **({"cache_interval": s["cache_interval"]} if s.get("cache_interval", 1) != 1 else {}),
+            **({"token_merging": s["token_merging"]} if s.get("token_merging") else {}),
         }
     if chunks["parameters"]:
         if chunks.get("fooocus") is not None:
