@@ -159,14 +159,15 @@ def _load_vae_override(m: ModelSettings, device: str, dtype) -> LoadedVae:
 def _load_vae_folder(folder: Path, dtype, allow_pickle: bool):
     from diffusers import AutoencoderKL
 
-    from ldm_cli.models.loading import _guarded_load, _weight_files
+    from ldm_cli.models.load_errors import guarded_load
+    from ldm_cli.models.variants import choose_weights
 
     where = folder / "vae" if (folder / "vae" / "config.json").is_file() else folder
     if not (where / "config.json").is_file():
         raise ModelError(f"--model {folder}: no vae/config.json (nor a bare VAE's config.json); pass a diffusers model folder")
-    files = _weight_files(where, allow_pickle)
+    files = list(choose_weights(where, None, allow_pickle).files)  # pickle files only when allowed
     use_safetensors = all(f.suffix == ".safetensors" for f in files)
-    vae = _guarded_load("vae", where, lambda: AutoencoderKL.from_pretrained(where, dtype=dtype, use_safetensors=use_safetensors))
+    vae = guarded_load("vae", where, lambda: AutoencoderKL.from_pretrained(where, dtype=dtype, use_safetensors=use_safetensors))
     return vae, files
 
 
