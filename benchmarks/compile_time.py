@@ -15,7 +15,7 @@ dir (TORCHINDUCTOR_CACHE_DIR):
            --compile` pays, the FX graph / AOTAutograd caches being on by default in this torch)
 From these: from how many 20-step images compiling pays, cold and warm.
 
-Writes benchmarks/results/compile.json.
+Writes benchmarks/results/compile.json (--out NAME for another file).
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16" if cpu_has_native_bf16() else "fp32")
     parser.add_argument("--variants", default="default,freezing", help="default, freezing, max-autotune")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="compile.json", help="results file name under benchmarks/results")
     parser.add_argument("--child", choices=("cold", "warm"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -129,7 +130,8 @@ def main() -> None:
     import torch
 
     report = {"machine": {"cpu": cpu_name(), "cores": 2, "torch": torch.__version__,
-                          "note": "shared 2-core machine: timings move +-15% between runs"},
+                          "note": "shared 2-core machine: timings move +-15% between runs",
+                          "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
               "unet": "SD1.5 (random weights), one guided call, batch 2", "size": args.size, "dtype": args.dtype,
               "variants": {}}
     for variant in args.variants.split(","):
@@ -146,7 +148,7 @@ def main() -> None:
                     max(warm["compile_s"], 0), cold["eager_step_s"], cold["compiled_step_s"])
         report["variants"][variant] = entry
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "compile.json").write_text(json.dumps(report, indent=1) + "\n")
+        (RESULTS / args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
 
 

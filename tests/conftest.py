@@ -1,10 +1,12 @@
-"""Shared fixtures: a tiny real model in diffusers format, and a runner for the real CLI."""
+"""Shared fixtures: a tiny real model in diffusers format, a runner for the real CLI, and the small input
+files (pictures, masks, a LoRA) that several test files start from."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # Tests never touch the network or the user's caches.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -52,3 +54,62 @@ def ldm(capsys, monkeypatch, tmp_path):
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def init_png(tmp_path_factory) -> Path:
+    """A 64x64 blue field with a red square and a little noise: the picture img2img starts from."""
+    import numpy as np
+    from PIL import Image
+
+    x = np.zeros((64, 64, 3), np.uint8)
+    x[:, :] = [30, 60, 200]
+    x[16:48, 12:40] = [220, 20, 20]
+    x += np.random.default_rng(0).integers(0, 20, x.shape, dtype=np.uint8)
+    path = tmp_path_factory.mktemp("init") / "init.png"
+    Image.fromarray(x).save(path)
+    return path
+
+
+class InpaintPictures(NamedTuple):
+    init: Path
+    mask: Path
+
+
+@pytest.fixture(scope="session")
+def inpaint_pictures(tmp_path_factory) -> InpaintPictures:
+    """A 64x64 picture (blue field, yellow box) and its inpainting mask, with grey edges on both sides of 0.5."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("inpaint")
+    x = np.zeros((64, 64, 3), np.uint8)
+    x[:, :] = [30, 60, 200]
+    x[8:30, 36:60] = [220, 200, 20]
+    x += np.random.default_rng(0).integers(0, 20, x.shape, dtype=np.uint8)
+    Image.fromarray(x).save(folder / "init.png")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 14:46] = 255
+    mask[44:50, 14:20] = 200  # grey: repainted (>= 0.5)
+    mask[14:20, 14:46] = 100  # grey: kept (< 0.5)
+    Image.fromarray(mask).save(folder / "mask.png")
+    return InpaintPictures(folder / "init.png", folder / "mask.png")
+
+
+@pytest.fixture(scope="session")
+def kohya_lora_tensors(tiny_model) -> dict:
+    """A kohya LoRA (rank 4, alpha 4) on the tiny UNet's attn1.to_q, attn1.to_v and attn2.to_k, strong enough
+    to show; callers save it with the metadata they need (read it, do not change it)."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")
+    generator = torch.Generator().manual_seed(3)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if name.endswith(("attn1.to_q", "attn2.to_k", "attn1.to_v")):
+            key = "lora_unet_" + name.replace(".", "_")
+            out_features, in_features = module.weight.shape
+            tensors[f"{key}.lora_down.weight"] = torch.randn(4, in_features, generator=generator)
+            tensors[f"{key}.lora_up.weight"] = torch.randn(out_features, 4, generator=generator)
+            tensors[f"{key}.alpha"] = torch.tensor(4.0)
+    return tensors

@@ -113,3 +113,14 @@ def test_guidance_one_skips_the_unconditional_pass(ldm, tiny_model, tmp_path):
     assert ldm(*base, "--out", "a.png").code == 0
     assert ldm(*base, "--neg", "something else entirely", "--out", "b.png").code == 0
     assert np.array_equal(_pixels(tmp_path / "a.png"), _pixels(tmp_path / "b.png"))
+
+
+def test_every_generate_flag_has_its_field_in_generate_flags():
+    """generate passes each flag to GenerateFlags by name; a flag without a field would be dropped."""
+    import inspect
+    from dataclasses import fields
+
+    from ldm_cli.commands.generate import generate
+    from ldm_cli.commands.generate_flags import GenerateFlags
+
+    assert {f.name for f in fields(GenerateFlags)} == set(inspect.signature(generate).parameters)

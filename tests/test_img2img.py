@@ -26,17 +26,6 @@ def components(tiny_model):
     return load_components(resolve_source(str(tiny_model)), "cpu", torch.float32)
 
 
-@pytest.fixture(scope="module")
-def init_png(tmp_path_factory):
-    x = np.zeros((64, 64, 3), np.uint8)
-    x[:, :] = [30, 60, 200]
-    x[16:48, 12:40] = [220, 20, 20]
-    x += np.random.default_rng(0).integers(0, 20, x.shape, dtype=np.uint8)
-    path = tmp_path_factory.mktemp("init") / "init.png"
-    Image.fromarray(x).save(path)
-    return path
-
-
 def reference(components, scheduler_name, image, strength, seed, steps=5, guidance=7.5):
     pipe = reference_pipeline(components, scheduler_name, img2img=True)
     out = pipe(PROMPT, image=image, strength=strength, num_inference_steps=steps, guidance_scale=guidance,

@@ -29,22 +29,6 @@ def models(tiny_model, nine_channel_model):
             9: load_components(resolve_source(str(nine_channel_model)), "cpu", torch.float32)}
 
 
-@pytest.fixture(scope="module")
-def pictures(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("inpaint")
-    x = np.zeros((64, 64, 3), np.uint8)
-    x[:, :] = [30, 60, 200]
-    x[8:30, 36:60] = [220, 200, 20]
-    x += np.random.default_rng(0).integers(0, 20, x.shape, dtype=np.uint8)
-    Image.fromarray(x).save(folder / "init.png")
-    mask = np.zeros((64, 64), np.uint8)
-    mask[20:44, 14:46] = 255
-    mask[44:50, 14:20] = 200  # grey: repainted (>= 0.5)
-    mask[14:20, 14:46] = 100  # grey: kept (< 0.5)
-    Image.fromarray(mask).save(folder / "mask.png")
-    return folder / "init.png", folder / "mask.png"
-
-
 def ours(components, pictures, scheduler, strength, seed, steps=5, guidance=7.5):
     init_png, mask_png = pictures
     image = load_image(init_png)
@@ -68,16 +52,16 @@ def reference(components, pictures, scheduler, strength, seed, steps=5, guidance
 
 @pytest.mark.parametrize("channels", [4, 9])
 @pytest.mark.parametrize("scheduler,strength", [("ddim", 1.0), ("euler-a", 1.0), ("dpm++2m", 0.6), ("pndm", 0.8)])
-def test_pixels_equal_the_inpaint_pipeline(models, pictures, channels, scheduler, strength):
-    mine = ours(models[channels], pictures, scheduler, strength, seed=3)
-    ref = reference(models[channels], pictures, scheduler, strength, seed=3)
+def test_pixels_equal_the_inpaint_pipeline(models, inpaint_pictures, channels, scheduler, strength):
+    mine = ours(models[channels], inpaint_pictures, scheduler, strength, seed=3)
+    ref = reference(models[channels], inpaint_pictures, scheduler, strength, seed=3)
     assert mine.shape == ref.shape == (64, 64, 3)
     assert np.abs(mine.astype(int) - ref.astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("channels", [4, 9])
-def test_the_oracle_can_tell_seeds_strengths_and_masks_apart(models, pictures, channels, tmp_path):
+def test_the_oracle_can_tell_seeds_strengths_and_masks_apart(models, inpaint_pictures, channels, tmp_path):
     c = models[channels]
-    a = ours(c, pictures, "ddim", 1.0, seed=3)
-    assert np.abs(a.astype(int) - ours(c, pictures, "ddim", 1.0, seed=4).astype(int)).max() > 2
-    assert np.abs(a.astype(int) - ours(c, pictures, "ddim", 0.5, seed=3).astype(int)).max() > 2
+    a = ours(c, inpaint_pictures, "ddim", 1.0, seed=3)
+    assert np.abs(a.astype(int) - ours(c, inpaint_pictures, "ddim", 1.0, seed=4).astype(int)).max() > 2
+    assert np.abs(a.astype(int) - ours(c, inpaint_pictures, "ddim", 0.5, seed=3).astype(int)).max() > 2

@@ -18,23 +18,12 @@ ARGS = ("--steps", "2", "--seed", "7", "--scheduler", "euler")
 
 
 @pytest.fixture(scope="module")
-def lora_file(tiny_model, tmp_path_factory):
-    """A kohya LoRA on every UNet attention projection of the tiny model, strong enough to show."""
-    from diffusers import UNet2DConditionModel
+def lora_file(kohya_lora_tensors, tmp_path_factory):
+    """The shared kohya LoRA (conftest) as style.safetensors."""
     from safetensors.torch import save_file
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")
-    torch.manual_seed(3)
-    tensors = {}
-    for name, module in unet.named_modules():
-        if name.endswith(("attn1.to_q", "attn2.to_k", "attn1.to_v")):
-            key = "lora_unet_" + name.replace(".", "_")
-            out_features, in_features = module.weight.shape
-            tensors[f"{key}.lora_down.weight"] = torch.randn(4, in_features)
-            tensors[f"{key}.lora_up.weight"] = torch.randn(out_features, 4)
-            tensors[f"{key}.alpha"] = torch.tensor(4.0)
     folder = tmp_path_factory.mktemp("loras")
-    save_file(tensors, str(folder / "style.safetensors"), metadata={"ss_network_dim": "4"})
+    save_file(kohya_lora_tensors, str(folder / "style.safetensors"), metadata={"ss_network_dim": "4"})
     return folder / "style.safetensors"
 
 

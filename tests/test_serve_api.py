@@ -27,17 +27,6 @@ def client(server):
     return webuiapi.WebUIApi(host=host, port=int(port), sampler="Euler a", steps=5)
 
 
-@pytest.fixture(scope="module")
-def init_png(tmp_path_factory):
-    x = np.zeros((64, 64, 3), np.uint8)
-    x[:, :] = [30, 60, 200]
-    x[16:48, 12:40] = [220, 20, 20]
-    x += np.random.default_rng(0).integers(0, 20, x.shape, dtype=np.uint8)
-    path = tmp_path_factory.mktemp("init") / "init.png"
-    Image.fromarray(x).save(path)
-    return path
-
-
 def cli_image(ldm, tiny_model, tmp_path, *args):
     out = tmp_path / "cli.png"
     result = ldm("generate", PROMPT, "--model", tiny_model, "--device", "cpu", "--out", out, *args)

@@ -22,25 +22,15 @@ CLI = ("--steps", 3, "--seed", 4, "--guidance", 7.5, "--scheduler", "euler", "--
 
 
 @pytest.fixture(scope="module")
-def networks(tiny_model, tmp_path_factory):
-    """loras/ with a kohya LoRA `style` on the tiny UNet; embeddings/ with a 2-vector embedding `shiny`
-    and one for a wider text encoder, `wide`."""
-    from diffusers import UNet2DConditionModel
+def networks(tiny_model, kohya_lora_tensors, tmp_path_factory):
+    """loras/ with the shared kohya LoRA as `style` (and a broken one); embeddings/ with a 2-vector embedding
+    `shiny` and one for a wider text encoder, `wide`."""
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("networks")
     (folder / "loras").mkdir()
     (folder / "embeddings").mkdir()
-    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")
-    torch.manual_seed(3)
-    tensors = {}
-    for name, module in unet.named_modules():
-        if name.endswith(("attn1.to_q", "attn2.to_k", "attn1.to_v")):
-            key = "lora_unet_" + name.replace(".", "_")
-            out_features, in_features = module.weight.shape
-            tensors[f"{key}.lora_down.weight"] = torch.randn(4, in_features)
-            tensors[f"{key}.lora_up.weight"] = torch.randn(out_features, 4)
-            tensors[f"{key}.alpha"] = torch.tensor(4.0)
+    tensors = kohya_lora_tensors
     save_file(tensors, str(folder / "loras" / "style.safetensors"), metadata={"ss_network_dim": "4", "ss_output_name": "styleA"})
     first = next(iter(tensors)).removesuffix(".lora_down.weight")
     save_file({f"{first}.lora_down.weight": tensors[f"{first}.lora_down.weight"]}, str(folder / "loras" / "broken.safetensors"))
@@ -54,20 +44,6 @@ def networks(tiny_model, tmp_path_factory):
 def server(tiny_model, networks):
     with running_server(tiny_model, lora_dirs=(networks / "loras",), embeddings_dirs=(networks / "embeddings",)) as (url, worker):
         yield url
-
-
-@pytest.fixture(scope="module")
-def pictures(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pictures")
-    x = np.zeros((64, 64, 3), np.uint8)
-    x[:, :] = [30, 60, 200]
-    x[16:48, 12:40] = [220, 20, 20]
-    x += np.random.default_rng(0).integers(0, 20, x.shape, dtype=np.uint8)
-    Image.fromarray(x).save(folder / "init.png")
-    mask = np.zeros((64, 64), np.uint8)
-    mask[20:44, 24:52] = 255
-    Image.fromarray(mask).save(folder / "mask.png")
-    return folder
 
 
 def b64(path) -> str:
@@ -167,14 +143,14 @@ INPAINT_CASES = [
 
 
 @pytest.mark.parametrize("fields,flags", INPAINT_CASES)
-def test_inpainting_matches_ldm_generate(server, ldm, tiny_model, tmp_path, pictures, fields, flags):
-    body = {**BASE, "init_images": [b64(pictures / "init.png")], "mask": b64(pictures / "mask.png"),
+def test_inpainting_matches_ldm_generate(server, ldm, tiny_model, tmp_path, inpaint_pictures, fields, flags):
+    body = {**BASE, "init_images": [b64(inpaint_pictures.init)], "mask": b64(inpaint_pictures.mask),
             "denoising_strength": 0.8, "resize_mode": 1, **fields}
     pixels, parameters, _ = served(server, body, "img2img")
-    assert_same((pixels, parameters), generated(ldm, tiny_model, tmp_path, *CLI, "--init-image", pictures / "init.png",
-                                                "--mask", pictures / "mask.png", "--strength", 0.8, *flags))
-    init = np.asarray(Image.open(pictures / "init.png").convert("RGB"))
-    keep = np.asarray(Image.open(pictures / "mask.png")) == (255 if fields.get("inpainting_mask_invert") else 0)
+    assert_same((pixels, parameters), generated(ldm, tiny_model, tmp_path, *CLI, "--init-image", inpaint_pictures.init,
+                                                "--mask", inpaint_pictures.mask, "--strength", 0.8, *flags))
+    init = np.asarray(Image.open(inpaint_pictures.init).convert("RGB"))
+    keep = np.asarray(Image.open(inpaint_pictures.mask)) == (255 if fields.get("inpainting_mask_invert") else 0)
     far = np.zeros_like(keep)
     far[:8, :8] = True  # far from the mask's edge: the picture's own pixels, whatever the blur
     if not fields.get("inpainting_mask_invert"):
@@ -184,20 +160,20 @@ def test_inpainting_matches_ldm_generate(server, ldm, tiny_model, tmp_path, pict
 @pytest.mark.parametrize("fields,field", [({"inpainting_fill": 2}, "inpainting_fill"), ({"inpainting_fill": 3}, "inpainting_fill"),
                                           ({"mask_blur_x": 2, "mask_blur_y": 6}, "mask_blur_x"),
                                           ({"latent_mask": "AAAA"}, "latent_mask")])
-def test_inpainting_choices_ldm_lacks_are_refused(server, pictures, fields, field):
-    body = {**BASE, "init_images": [b64(pictures / "init.png")], "mask": b64(pictures / "mask.png"), **fields}
+def test_inpainting_choices_ldm_lacks_are_refused(server, inpaint_pictures, fields, field):
+    body = {**BASE, "init_images": [b64(inpaint_pictures.init)], "mask": b64(inpaint_pictures.mask), **fields}
     status, _, answer = call(server, "/sdapi/v1/img2img", body)
     assert status == 422 and answer["detail"].startswith(f"not supported by ldm: {field}")
 
 
-def test_inpainting_fields_without_a_mask_are_ignored_as_in_a1111(server, pictures):
-    body = {**BASE, "init_images": [b64(pictures / "init.png")], "inpainting_fill": 2, "mask_blur_x": 2, "mask_blur_y": 6,
+def test_inpainting_fields_without_a_mask_are_ignored_as_in_a1111(server, inpaint_pictures):
+    body = {**BASE, "init_images": [b64(inpaint_pictures.init)], "inpainting_fill": 2, "mask_blur_x": 2, "mask_blur_y": 6,
             "inpaint_full_res_padding": 32, "inpainting_mask_invert": 1}
     assert call(server, "/sdapi/v1/img2img", body)[0] == 200
 
 
-def test_a_mask_that_is_not_an_image_names_the_field(server, pictures):
-    body = {**BASE, "init_images": [b64(pictures / "init.png")], "mask": base64.b64encode(b"not a picture").decode()}
+def test_a_mask_that_is_not_an_image_names_the_field(server, inpaint_pictures):
+    body = {**BASE, "init_images": [b64(inpaint_pictures.init)], "mask": base64.b64encode(b"not a picture").decode()}
     status, _, answer = call(server, "/sdapi/v1/img2img", body)
     assert status == 422 and "mask" in answer["detail"] and "/tmp" not in answer["detail"], answer
 

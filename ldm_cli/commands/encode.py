@@ -70,20 +70,21 @@ def encode(
     dtype: DtypeOpt = "auto",
     vae: VaeOpt = None,
 ) -> int:
-    from ldm_cli.pipeline import codec
+    from ldm_cli.pipeline.codec_settings import EncodeSettings, validate_encode
     from ldm_cli.pipeline.config import ModelSettings
+    from ldm_cli.pipeline.encode_images import run_encode
     from ldm_cli.files.image_io import SizePolicy, check_multiple
 
     check_multiple("--dim", dim)  # before it becomes --height/--width, so the message names what was typed
-    settings = codec.EncodeSettings(
+    settings = EncodeSettings(
         inputs=tuple(images), out=out, sample=sample, seed=seed,
         size=SizePolicy(height if height is not None else dim, width if width is not None else dim, resize),
         tile=tile, report=report, visualize=visualize, json_output=json_output,
         model=ModelSettings(model=model, revision=revision, offline=offline, device=device, dtype=dtype, vae=vae),
     )
     check_device_and_dtype(device, dtype)
-    files = codec.validate_encode(settings)
-    codec.run_encode(settings, files)
+    files = validate_encode(settings)
+    run_encode(settings, files)
     return 0
 
 
@@ -104,15 +105,16 @@ def decode(
     dtype: DtypeOpt = "auto",
     vae: VaeOpt = None,
 ) -> int:
-    from ldm_cli.pipeline import codec
+    from ldm_cli.pipeline.codec_settings import DecodeSettings, validate_decode
     from ldm_cli.pipeline.config import ModelSettings
+    from ldm_cli.pipeline.decode_latents import run_decode
 
-    settings = codec.DecodeSettings(
+    settings = DecodeSettings(
         inputs=tuple(latents), out=out, tile=tile, json_output=json_output, model_given=model is not None,
         model=ModelSettings(model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, device=device, dtype=dtype,
                             vae=vae),
     )
     check_device_and_dtype(device, dtype)
-    files = codec.validate_decode(settings)
-    codec.run_decode(settings, files)
+    files = validate_decode(settings)
+    run_decode(settings, files)
     return 0

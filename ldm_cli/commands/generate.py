@@ -207,9 +207,30 @@ def generate(
         bool, typer.Option("--attention-maps", help="Also save each prompt word's cross-attention map: <name>-attention.png and .safetensors.")
     ] = False,
 ) -> int:
+    from ldm_cli.commands.generate_flags import GenerateFlags
     from ldm_cli.commands.generate_settings import build_settings
 
-    settings = build_settings(locals())
+    flags = GenerateFlags(
+        prompt=prompt, prompts_file=prompts_file, from_image=from_image, negative_prompt=negative_prompt,
+        steps=steps, guidance=guidance, seed=seed, dim=dim, height=height, width=width, scheduler=scheduler,
+        num_images=num_images, out=out, resume=resume, json_output=json_output, dry_run=dry_run,
+        save_intermediates=save_intermediates, every=every, intermediates=intermediates, attention_maps=attention_maps,
+        init_image=init_image, init_latents=init_latents, strength=strength, resize=resize,
+        mask=mask, mask_blur=mask_blur, keep_unmasked=keep_unmasked, inpaint_area=inpaint_area,
+        inpaint_padding=inpaint_padding, invert_mask=invert_mask, masked_content=masked_content,
+        outpaint=outpaint, outpaint_fill=outpaint_fill,
+        prompt_syntax=prompt_syntax, clip_skip=clip_skip, schedule_type=schedule_type, variation_seed=variation_seed,
+        variation_strength=variation_strength, eta_noise_seed_delta=eta_noise_seed_delta, pad_conds=pad_conds,
+        hires_scale=hires_scale, hires_steps=hires_steps, hires_strength=hires_strength, hires_upscaler=hires_upscaler,
+        rng=rng,
+        model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, config=config, device=device,
+        dtype=dtype, vae=vae, variant=variant, ema=ema,
+        lora=lora, lora_dir=lora_dir, embedding=embedding, embeddings_dir=embeddings_dir,
+        compile_unet=compile_unet, offload=offload, channels_last=channels_last, vae_tiling=vae_tiling,
+        cache_interval=cache_interval,
+        token_merging=token_merging,
+    )
+    settings = build_settings(flags)
     if settings.dry_run:
         from ldm_cli.pipeline.dry_run import print_plan
 

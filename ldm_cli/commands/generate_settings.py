@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ldm_cli.commands.generate_flags import GenerateFlags
 from ldm_cli.pipeline.config import GenerateSettings, ModelSettings, validate_generate
 from ldm_cli.models.devices import check_device_and_dtype
 from ldm_cli.errors import InputFileError, UsageError
@@ -18,32 +19,32 @@ from ldm_cli.pipeline.batch import check_batch
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
 
 
-def build_settings(args: dict) -> GenerateSettings:
+def build_settings(flags: GenerateFlags) -> GenerateSettings:
     """Precedence: explicit flag > value recorded in --from image > default."""
     values = dict(DEFAULTS)
     recorded = {}
-    if args["from_image"] is not None:
-        recorded = settings_from_image(args["from_image"], args.get("lora_dir"), args.get("embeddings_dir"))
+    if flags.from_image is not None:
+        recorded = settings_from_image(flags.from_image, flags.lora_dir, flags.embeddings_dir)
     values.update(recorded)
-    explicit = {k: v for k, v in args.items() if v is not None and k in _SETTING_FLAGS}
+    explicit = _explicit_settings(flags)
     unknown_sampler = values.pop("unknown_sampler", None)
     if unknown_sampler is not None and explicit.get("scheduler") is None:
-        raise UsageError(f"--from {args['from_image']}: {_unknown_sampler_text(unknown_sampler)}")
-    if args["dim"] is not None:
-        check_dim(args["dim"])
-        explicit.setdefault("height", args["dim"])
-        explicit.setdefault("width", args["dim"])
+        raise UsageError(f"--from {flags.from_image}: {_unknown_sampler_text(unknown_sampler)}")
+    if flags.dim is not None:
+        check_dim(flags.dim)
+        explicit.setdefault("height", flags.dim)
+        explicit.setdefault("width", flags.dim)
     if "scheduler" in explicit and "schedule_type" not in explicit:
         values.pop("schedule_type", None)  # a recorded schedule type belongs to the recorded sampler
     values.update(explicit)
-    if args["from_image"] is not None:
-        check_recorded_files(args["from_image"], values, explicit)
-    prompts = _prompts(args, values.pop("prompt", None))
+    if flags.from_image is not None:
+        check_recorded_files(flags.from_image, values, explicit)
+    prompts = _prompts(flags, values.pop("prompt", None))
     if values.get("scheduler") is not None:  # A1111 names ("DPM++ 2M Karras") -> ours and a schedule type
         values["scheduler"], values["schedule_type"] = resolve_sampler(values["scheduler"], values.get("schedule_type"))
     for flag, text in [("PROMPT", p) for p in prompts] + [("--negative-prompt", values["negative_prompt"])]:
         check_text(flag, text)
-    check_device_and_dtype(args["device"], args["dtype"])
+    check_device_and_dtype(flags.device, flags.dtype)
     settings = GenerateSettings(
         prompts=prompts,
         negative_prompt=values["negative_prompt"],
@@ -54,45 +55,45 @@ def build_settings(args: dict) -> GenerateSettings:
         width=values.get("width"),
         scheduler=values.get("scheduler"),
         num_images=values["num_images"],
-        out=args["out"],
-        loras=tuple(str(parse_lora_arg(v)) for v in args.get("lora") or values.get("loras") or ()),
-        save_intermediates=args["save_intermediates"],
-        every=args["every"],
-        intermediates_mode=args["intermediates"],
-        json_output=args["json_output"],
+        out=flags.out,
+        loras=tuple(str(parse_lora_arg(v)) for v in flags.lora or values.get("loras") or ()),
+        save_intermediates=flags.save_intermediates,
+        every=flags.every,
+        intermediates_mode=flags.intermediates,
+        json_output=flags.json_output,
         init_image=values.get("init_image"),
         init_latents=values.get("init_latents"),
         strength=values.get("strength"),
-        resize=args.get("resize"),
+        resize=flags.resize,
         performance=PerformanceSettings(
-            channels_last=args.get("channels_last", False), compile=args.get("compile_unet", False),
-            offload=args.get("offload", False), vae_tiling=args.get("vae_tiling", False),
+            channels_last=flags.channels_last, compile=flags.compile_unet,
+            offload=flags.offload, vae_tiling=flags.vae_tiling,
         ),
-        dry_run=args.get("dry_run", False),
+        dry_run=flags.dry_run,
         **{key: values.get(key) for key in INPAINT_FLAGS},
         recipe=recipe_settings(values),
-        lora_dirs=tuple(args.get("lora_dir") or ()),
-        embeddings=tuple(args.get("embedding") or values.get("embeddings") or ()),
-        embeddings_dirs=tuple(args.get("embeddings_dir") or ()),
+        lora_dirs=tuple(flags.lora_dir or ()),
+        embeddings=tuple(flags.embedding or values.get("embeddings") or ()),
+        embeddings_dirs=tuple(flags.embeddings_dir or ()),
         recorded_model_hash=values.get("recorded_model_hash"),
         recorded_tag_loras=tuple(values.get("recorded_tag_loras", {}).items()),
-        attention_maps=args.get("attention_maps", False),
-        prompts_from_file=args["prompts_file"] is not None,
-        resume=args.get("resume", False),
+        attention_maps=flags.attention_maps,
+        prompts_from_file=flags.prompts_file is not None,
+        resume=flags.resume,
         cache_interval=values.get("cache_interval", 1),
         token_merging=float(values.get("token_merging", 0.0)),
-        guidance_default=args.get("guidance") is None and "guidance" not in recorded,
+        guidance_default=flags.guidance is None and "guidance" not in recorded,
         model=ModelSettings(
-            model=args["model"] or values.get("model"),
-            revision=args["revision"] or values.get("revision"),
-            offline=args["offline"],
-            allow_pickle=args["allow_pickle"],
-            config=args["config"],
-            device=args["device"],
-            dtype=args["dtype"],
-            variant=args.get("variant") or values.get("variant"),
-            vae=args.get("vae") or values.get("vae"),
-            ema=args.get("ema", False) or values.get("ema", False),
+            model=flags.model or values.get("model"),
+            revision=flags.revision or values.get("revision"),
+            offline=flags.offline,
+            allow_pickle=flags.allow_pickle,
+            config=flags.config,
+            device=flags.device,
+            dtype=flags.dtype,
+            variant=flags.variant or values.get("variant"),
+            vae=flags.vae or values.get("vae"),
+            ema=flags.ema or values.get("ema", False),
         ),
     )
     validate_generate(settings)
@@ -102,6 +103,11 @@ def build_settings(args: dict) -> GenerateSettings:
     if settings.model.config is not None and not settings.model.config.is_dir():
         raise UsageError(f"--config {settings.model.config}: not a folder of component configs")
     return settings
+
+
+def _explicit_settings(flags: GenerateFlags) -> dict:
+    """The settings flags the user gave (not None), which override what --from recorded."""
+    return {name: getattr(flags, name) for name in _SETTING_FLAGS if getattr(flags, name) is not None}
 
 
 def check_dim(dim: int) -> None:
@@ -133,13 +139,13 @@ _SETTING_FLAGS = {"cache_interval", "token_merging", "steps", "guidance", "seed"
                   "init_image", "init_latents", "strength", *INPAINT_FLAGS, *RECIPE_FLAGS}
 
 
-def _prompts(args: dict, recorded_prompt: str | None) -> tuple[str, ...]:
-    if args["prompt"] is not None and args["prompts_file"] is not None:
+def _prompts(flags: GenerateFlags, recorded_prompt: str | None) -> tuple[str, ...]:
+    if flags.prompt is not None and flags.prompts_file is not None:
         raise UsageError("pass either a PROMPT or --prompts-file, not both")
-    if args["prompts_file"] is not None:
-        return read_prompts_file(args["prompts_file"])
-    if args["prompt"] is not None:
-        return (args["prompt"],)
+    if flags.prompts_file is not None:
+        return read_prompts_file(flags.prompts_file)
+    if flags.prompt is not None:
+        return (flags.prompt,)
     if recorded_prompt is not None:
         return (recorded_prompt,)
     raise UsageError("no prompt given; pass a prompt, --prompts-file FILE or --from IMAGE.png")

@@ -69,6 +69,7 @@ def run_grid(prompt: str, axes, base: dict, out: Path | None) -> Path:
     import numpy as np
     from PIL import Image
 
+    from ldm_cli.commands.generate_flags import GenerateFlags
     from ldm_cli.commands.generate_settings import build_settings
     from ldm_cli.files.images import free_path, save_png, slugify
     from ldm_cli.pipeline import grid as plot
@@ -88,7 +89,7 @@ def run_grid(prompt: str, axes, base: dict, out: Path | None) -> Path:
             if axis is not None:
                 args = plot.apply(args, axis, axis.values[i])
         args["out"] = folder / ("cell-" + "-".join(str(i + 1) for i in index) + ".png")
-        settings = build_settings(args)  # every cell checked before any model loads
+        settings = build_settings(GenerateFlags(**args))  # every cell checked before any model loads
         jobs.append((index, settings))
     images = {}
     loaded_for, loaded = None, None

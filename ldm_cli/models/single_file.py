@@ -30,6 +30,7 @@ OLD_CLIP_NAMES = {
     f"{CLIP_PREFIX}final_layer_norm.": f"{CLIP_PREFIX}text_model.final_layer_norm.",
 }
 SD2_CONTEXT_DIM = 1024
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")  # refused unless --allow-pickle
 _LORA_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up", "hada_w1", "lokr_w1",
                  "lora_linear_layer")
 
@@ -99,6 +100,32 @@ def _context_probe(keys) -> str | None:
         if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight"):
             return k
     return None
+
+
+def check_before_reading(path: Path, allow_pickle: bool, vae_given: bool = False) -> None:
+    """What can be told from the file's name and header, before any tensor is read."""
+    if path.suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelError(
+                f"{path.name} is a pickle checkpoint, which can run code when loaded; "
+                "use the .safetensors version or pass --allow-pickle if you trust the source"
+            )
+        return
+    if path.suffix != ".safetensors":
+        raise ModelError(f"--model {path}: expected a .safetensors checkpoint or a diffusers folder")
+    refuse_other_kinds(path, header_kind(path), vae_given)
+
+
+def refuse_other_kinds(path: Path, kind: FileKind, vae_given: bool) -> None:
+    """Anything but an SD1 checkpoint is named for what it is; one without a VAE needs --vae."""
+    line = refusal(path.name, kind)
+    if line:
+        raise ModelError(line)
+    if not kind.has_vae and not vae_given:
+        raise ModelError(
+            f"{path.name} has no VAE weights (no first_stage_model.* keys: it was released without one); "
+            "pass the VAE to use with it as --vae FILE_OR_FOLDER (e.g. --vae stabilityai/sd-vae-ft-mse)"
+        )
 
 
 def read_state_dict(path: Path, allow_pickle: bool) -> dict:

@@ -61,7 +61,7 @@ def load_vae_override(source: VaeSource, dtype, *, config_root: Path, offline: b
 def _load_folder(source: VaeSource, dtype, allow_pickle: bool):
     from diffusers import AutoencoderKL
 
-    from ldm_cli.models.loading import _guarded_load
+    from ldm_cli.models.load_errors import guarded_load
     from ldm_cli.models.variants import choose_weights
 
     folder = source.path
@@ -69,7 +69,7 @@ def _load_folder(source: VaeSource, dtype, allow_pickle: bool):
     if not (where / "config.json").is_file():
         raise ModelError(f"--vae {source.spec}: no config.json (nor vae/config.json); pass a diffusers VAE folder or a .safetensors file")
     choice = choose_weights(where, None, allow_pickle)
-    vae = _guarded_load("--vae", where, lambda: AutoencoderKL.from_pretrained(where, dtype=dtype, **choice.loader_kwargs))
+    vae = guarded_load("--vae", where, lambda: AutoencoderKL.from_pretrained(where, dtype=dtype, **choice.loader_kwargs))
     return vae, list(choice.files)
 
 
@@ -77,7 +77,7 @@ def _load_file(path: Path, dtype, config_root: Path, allow_pickle: bool):
     from diffusers import AutoencoderKL
 
     from ldm_cli.models import single_file
-    from ldm_cli.models.loading import _guarded_load
+    from ldm_cli.models.load_errors import guarded_load
 
     if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise ModelError(
@@ -94,7 +94,7 @@ def _load_file(path: Path, dtype, config_root: Path, allow_pickle: bool):
     elif kind.kind != "vae":
         what = single_file.refusal(path.name, kind) or f"{path.name} is not a VAE"
         raise ModelError(f"--vae: {what.split(';')[0]}; --vae takes a VAE file, a VAE folder or a Hub id")
-    vae = _guarded_load(
+    vae = guarded_load(
         "--vae", path,
         lambda: AutoencoderKL.from_single_file(state, config=str(config_root), subfolder="vae", local_files_only=True,
                                                torch_dtype=dtype),

@@ -38,11 +38,6 @@ class StepInfo:
     scheduler: object
 
 
-def initial_noise(shape, generator, dtype, device):
-    """Seeded Gaussian noise drawn on the CPU generator, so a seed gives the same image on any device."""
-    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
-
-
 def predict_noise(unet, scheduler, latents, t, conditioning: Conditioning, unet_extra=None):
     """One guided noise prediction: a single UNet call on the [uncond, cond] batch.
 

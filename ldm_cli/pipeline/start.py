@@ -116,7 +116,7 @@ class InitStart:
     def prepare(self, components, vae_hash: str | None = None) -> None:
         refuse_inpainting_model(components)
         if self.init.latent_file is not None:
-            from ldm_cli.pipeline.codec import check_fits
+            from ldm_cli.pipeline.decode_latents import check_fits
 
             check_fits(self.init.latent_file, components.vae, components.source.spec, vae_hash or "")
 
