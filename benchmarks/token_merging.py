@@ -1,20 +1,21 @@
-"""Does ToMe (token merging for SD, the `tomesd` package) pay on this CPU? Measured, not offered.
+"""Does ToMe (token merging for SD, `--token-merging R`) pay on this CPU? Where, and for how much change?
 
-    PYTHONPATH=.:/path/to/tomesd .venv/bin/python -m benchmarks.token_merging [--size 512] [--ratios 0.3,0.5]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.token_merging [--size 768] [--ratios 0.3,0.5]
 
 SD1.5's UNet (benchmarks/.cache/sd15-random, random weights), one guided call (batch 2) at --size px in
-the dtype `--dtype auto` picks here; plain against tomesd.apply_patch(unet, ratio=R) (its defaults:
-self-attention only, max_downsample 1), interleaved, min of --repeats. Quality on random weights can
-only be the distance from the unmerged output: PSNR of the VAE-decoded x0 prediction.
-tomesd is not a dependency of ldm: install it beside (pip install --target DIR tomesd==0.1.3).
+the dtype `--dtype auto` picks here; plain against ldm's token merging at ratio R
+(ldm_cli/models/token_merging.py: A1111's settings, self-attention at full resolution only),
+interleaved, min of --repeats. Quality on random weights can only be the distance from the unmerged
+output: PSNR of the VAE-decoded x0 prediction.
 
-Writes benchmarks/results/token_merging.json.
+Writes benchmarks/results/token_merging_<size>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,13 +24,13 @@ RESULTS = Path(__file__).parent / "results"
 
 def main() -> None:
     import numpy as np
-    import tomesd
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     from benchmarks.deepcache import cpu_name
     from benchmarks.models import sd15_folder
     from ldm_cli.models.performance import cpu_has_native_bf16, use_sdpa
+    from ldm_cli.models.token_merging import merging_tokens
     from ldm_cli.pipeline.quality import psnr, ssim
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,14 +53,11 @@ def main() -> None:
     with torch.no_grad():
         for _ in range(args.repeats):  # interleaved: the shared machine's load hits every ratio alike
             for ratio in times:
-                tomesd.remove_patch(unet)
-                if ratio:
-                    tomesd.apply_patch(unet, ratio=ratio)
-                started = time.perf_counter()
-                outputs[ratio] = unet(x, t, encoder_hidden_states=text, return_dict=False)[0].float()
-                times[ratio].append(time.perf_counter() - started)
+                with merging_tokens(unet, ratio):
+                    started = time.perf_counter()
+                    outputs[ratio] = unet(x, t, encoder_hidden_states=text, return_dict=False)[0].float()
+                    times[ratio].append(time.perf_counter() - started)
                 print(f"ratio {ratio}: {times[ratio][-1]:.2f} s", flush=True)
-        tomesd.remove_patch(unet)
         del unet
         alpha = DDIMScheduler.from_pretrained(folder / "scheduler").alphas_cumprod[500]
         vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
@@ -70,9 +68,9 @@ def main() -> None:
             image = vae.decode(x0 / vae.config.scaling_factor).sample
             pictures[ratio] = ((image[0] / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     base = min(times[0.0])
-    report = {"machine": {"cpu": cpu_name(), "cores": 2, "torch": torch.__version__, "tomesd": tomesd.__version__
-                          if hasattr(tomesd, "__version__") else "0.1.3",
-                          "note": "shared 2-core machine: timings move +-15% between runs"},
+    report = {"machine": {"cpu": cpu_name(), "cores": 2, "torch": torch.__version__,
+                          "note": "shared 2-core machine: timings move +-15% between runs",
+                          "load_average": [round(v, 2) for v in os.getloadavg()]},
               "unet": "SD1.5 (random weights), one guided call, batch 2", "size": args.size,
               "dtype": str(dtype).removeprefix("torch."), "repeats": args.repeats,
               "plain_call_s": round(base, 3), "by_ratio": {}}
@@ -84,7 +82,7 @@ def main() -> None:
             "x0_picture_ssim": round(ssim(pictures[0.0], pictures[ratio]), 4),
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "token_merging.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / f"token_merging_{args.size}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
 
 

@@ -192,6 +192,9 @@ def generate(
     cache_interval: Annotated[
         Optional[int], typer.Option("--cache-interval", help="DeepCache: a full UNet pass every Nth step, the others reuse its deep features; 1 = off [default: 1].")
     ] = None,
+    token_merging: Annotated[
+        Optional[float], typer.Option("--token-merging", metavar="R", help="ToMe: merge R (0-0.9) of the full-resolution tokens before self-attention; pays at 768 px and up; 0 = off [default: 0].")
+    ] = None,
     rng: Annotated[
         Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (A1111's 'RNG: CPU'); the only choice [default: cpu].")
     ] = None,
@@ -225,6 +228,7 @@ def generate(
         lora=lora, lora_dir=lora_dir, embedding=embedding, embeddings_dir=embeddings_dir,
         compile_unet=compile_unet, offload=offload, channels_last=channels_last, vae_tiling=vae_tiling,
         cache_interval=cache_interval,
+        token_merging=token_merging,
     )
     settings = build_settings(flags)
     if settings.dry_run:

@@ -84,3 +84,4 @@ class GenerateFlags:
     channels_last: bool
     vae_tiling: bool
     cache_interval: int | None
+    token_merging: float | None

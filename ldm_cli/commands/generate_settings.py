@@ -81,6 +81,7 @@ def build_settings(flags: GenerateFlags) -> GenerateSettings:
         prompts_from_file=flags.prompts_file is not None,
         resume=flags.resume,
         cache_interval=values.get("cache_interval", 1),
+        token_merging=float(values.get("token_merging", 0.0)),
         guidance_default=flags.guidance is None and "guidance" not in recorded,
         model=ModelSettings(
             model=flags.model or values.get("model"),
@@ -134,7 +135,7 @@ def _unknown_sampler_text(sampler: str) -> str:
 
 INPAINT_FLAGS = ("mask", "mask_blur", "keep_unmasked", "inpaint_area", "inpaint_padding", "invert_mask",
                  "masked_content", "outpaint", "outpaint_fill")
-_SETTING_FLAGS = {"cache_interval", "steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
+_SETTING_FLAGS = {"cache_interval", "token_merging", "steps", "guidance", "seed", "height", "width", "negative_prompt", "scheduler", "num_images",
                   "init_image", "init_latents", "strength", *INPAINT_FLAGS, *RECIPE_FLAGS}
 
 
@@ -207,6 +208,7 @@ def settings_from_image(path: Path, lora_dirs=None, embedding_dirs=None) -> dict
             **from_record_recipe(s),
             **networks_from_record(record, path, lora_dirs, embedding_dirs, _warn),
             **({"cache_interval": s["cache_interval"]} if s.get("cache_interval", 1) != 1 else {}),
+            **({"token_merging": s["token_merging"]} if s.get("token_merging") else {}),
         }
     if chunks["parameters"]:
         if chunks.get("fooocus") is not None:

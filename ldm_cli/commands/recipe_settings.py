@@ -20,7 +20,7 @@ INFORMATIONAL = {
     "Steps", "CFG scale", "Seed", "Size", "Model hash", "Model", "Version", "VAE hash", "VAE", "Lora hashes",
     "TI hashes", "Hashes", "Schedule type", "Sampler", "Denoising strength", "Hires upscale", "Hires steps",
     "Hires upscaler", "Clip skip", "Variation seed", "Variation seed strength", "ENSD", "Eta noise seed delta",
-    "RNG", "Pad conds", "Emphasis",
+    "RNG", "Pad conds", "Emphasis", "Token merging ratio", "Token merging ratio hr",
 }
 UPSCALERS_BY_A1111 = {"latent": "latent", "lanczos": "lanczos"}
 
@@ -57,6 +57,7 @@ def from_a1111_recipe(fields: dict) -> dict:
         values["eta_noise_seed_delta"] = int(ensd)
     if fields.get("RNG", "CPU") != "CPU":
         unhonoured.append(f"RNG: {fields['RNG']} (ldm draws noise on the CPU, A1111's 'RNG: CPU')")
+    _token_merging(fields, values, unhonoured)
     if fields.get("Pad conds") == "True":
         values["pad_conds"] = True
     emphasis = fields.get("Emphasis", "Original")
@@ -70,6 +71,16 @@ def from_a1111_recipe(fields: dict) -> dict:
         print(f"warning: --from: ldm cannot honour these recorded fields, so the picture may differ: {'; '.join(unhonoured)}",
               file=sys.stderr, flush=True)
     return values
+
+
+def _token_merging(fields: dict, values: dict, unhonoured: list[str]) -> None:
+    """A1111's "Token merging ratio" (and its hires pass's, which ldm can only honour when equal)."""
+    ratio = float(fields.get("Token merging ratio") or 0)
+    if ratio:
+        values["token_merging"] = ratio
+    hires_ratio = fields.get("Token merging ratio hr")
+    if hires_ratio is not None and "Hires upscale" in fields and float(hires_ratio) != ratio:
+        unhonoured.append(f"Token merging ratio hr: {hires_ratio} (ldm merges both passes at {ratio:g})")
 
 
 def _sampler(fields: dict, values: dict, unhonoured: list[str]) -> None:

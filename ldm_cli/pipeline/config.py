@@ -74,6 +74,7 @@ class GenerateSettings:
     resume: bool = False  # --resume: skip the jobs the folder's manifest already lists
     guidance_default: bool = False  # no --g given: the lcm sampler picks its own (guidance.lcm_default_guidance)
     cache_interval: int = 1  # --cache-interval N: DeepCache, a full UNet pass every Nth step (pipeline/deepcache.py)
+    token_merging: float = 0.0  # --token-merging R: ToMe, merge R of the full-resolution tokens (models/token_merging.py)
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -110,6 +111,7 @@ def validate_generate(s: GenerateSettings) -> None:
         spec_for(s.scheduler)
     _check_range("--every", s.every, 1, 1000)
     _check_range("--cache-interval", s.cache_interval, 1, 1000)
+    _check_token_merging(s.token_merging)
     if s.intermediates_mode not in PREVIEW_MODES:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
     from ldm_cli.pipeline.inpaint_settings import validate_inpaint
@@ -166,6 +168,13 @@ def _validate_img2img(s: GenerateSettings) -> None:
     SizePolicy(resize=s.resize or "crop").validate()
     masked = s.mask is not None or s.outpaint is not None
     check_strength((1.0 if masked else DEFAULT_STRENGTH) if s.strength is None else s.strength, s.steps)
+
+
+def _check_token_merging(ratio: float) -> None:
+    from ldm_cli.models.token_merging import MAX_RATIO
+
+    if not (math.isfinite(ratio) and 0 <= ratio <= MAX_RATIO):
+        raise UsageError(f"--token-merging {ratio}: must be between 0 (off) and {MAX_RATIO} (0.5 is typical)")
 
 
 def _check_range(flag: str, value: int, low: int, high: int) -> None:

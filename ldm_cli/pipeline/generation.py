@@ -20,6 +20,7 @@ import torch
 from ldm_cli.pipeline import latents as latent_ops
 from ldm_cli.pipeline.guidance import guidance_embedding, uses_unconditional_pass
 from ldm_cli.models.loading import Components
+from ldm_cli.models.token_merging import merging_tokens
 from ldm_cli.pipeline.sampling import Conditioning, denoise
 from ldm_cli.pipeline.deepcache import cached_unet
 from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
@@ -46,6 +47,7 @@ class SamplingPlan:
     pad_conds: bool = False  # A1111's "Pad conds": pad the shorter conditioning instead of two UNet calls
     hires: object | None = None  # hires.HiresPlan: a second, upscaled img2img pass
     cache_interval: int = 1  # DeepCache (pipeline/deepcache.py): a full UNet pass every Nth step; 1 = off
+    token_merging: float = 0.0  # ToMe (models/token_merging.py): share of full-resolution tokens merged; 0 = off
 
     def latent_shape(self, components: Components) -> tuple[int, int, int, int]:
         factor = components.vae_scale_factor
@@ -107,13 +109,15 @@ class TextToImage:
         started = time.perf_counter()
         c = self.components
         conditioning = self.conditioning(prompt, plan)
-        if plan.hires is None:
-            final = self.sample(conditioning, seed, plan, on_step)
-        else:
-            from ldm_cli.pipeline.hires import second_pass, step_counter
+        with merging_tokens(c.unet, plan.token_merging):  # both passes, as A1111 does with its hr ratio equal
+            if plan.hires is None:
+                final = self.sample(conditioning, seed, plan, on_step)
+            else:
+                from ldm_cli.pipeline.hires import second_pass, step_counter
 
-            counted, continued = step_counter(on_step)  # the second pass's steps number on from the first's
-            final = second_pass(self, conditioning, self.sample(conditioning, seed, plan, counted), seed, plan, continued)
+                counted, continued = step_counter(on_step)  # the second pass's steps number on from the first's
+                first = self.sample(conditioning, seed, plan, counted)
+                final = second_pass(self, conditioning, first, seed, plan, continued)
         image = latent_ops.decode(c.vae, final)  # [1, 3, H, W] in [0, 1]
         pixels = self.start.finish(image)  # None, or the result composited over the init (inpainting)
         return GeneratedImage(prompt, seed, image, final, time.perf_counter() - started, pixels)

@@ -142,6 +142,10 @@ def infotext_fields(s: dict, prompt: str, negative_prompt: str) -> dict:
         fields["Hires upscaler"] = UPSCALERS[hires["upscaler"]]
     if s.get("eta_noise_seed_delta"):
         fields["ENSD"] = s["eta_noise_seed_delta"]
+    if s.get("token_merging"):
+        fields["Token merging ratio"] = s["token_merging"]
+        if hires:  # A1111 names the hires pass's ratio apart; ldm merges both passes at one
+            fields["Token merging ratio hr"] = s["token_merging"]
     if s.get("pad_conds"):
         fields["Pad conds"] = "True"
     if s.get("prompt_syntax") == "plain" and any(c in prompt + negative_prompt for c in "(["):

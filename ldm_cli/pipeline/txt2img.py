@@ -87,6 +87,7 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         scheduler=scheduler,
         negative_prompt=settings.negative_prompt,
         cache_interval=settings.cache_interval,
+        token_merging=settings.token_merging,
         **recipe,
     )
     if plan.cache_interval > 1:
