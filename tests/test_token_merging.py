@@ -107,3 +107,10 @@ def test_a1111_infotext_ratio_is_honoured(ldm, tiny_model, tmp_path):
 def test_bad_ratio_is_refused(ldm, tiny_model, value):
     result = ldm("generate", "a cat", "--model", tiny_model, "--token-merging", value)
     assert result.code == 2 and "--token-merging" in result.stderr and "0.5 is typical" in result.stderr
+
+
+def test_a_unet_without_full_resolution_attention_says_so(ldm):
+    result = ldm("generate", "a red circle", "--model", "demo", "--steps", "2", "--token-merging", "0.5", "--out", "d.png")
+    assert result.code == 0, result.stderr
+    assert "--token-merging 0.5 ignored" in result.stderr and "full latent resolution" in result.stderr
+    assert json.loads(Image.open("d.png").text["ldm"])["settings"]["token_merging"] == 0.0

@@ -104,6 +104,14 @@ class _Hooks:
         return output if self.matching is None else self.matching.unmerge(output)
 
 
+def merges_anything(unet) -> bool:
+    """Whether the UNet has self-attention at full latent resolution (SD1/2 do; some small UNets do not)."""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    outer = [unet.down_blocks[0], unet.up_blocks[-1]]
+    return any(isinstance(m, BasicTransformerBlock) for block in outer for m in block.modules())
+
+
 @contextmanager
 def merging_tokens(unet, ratio: float):
     """Token merging on `unet` for the duration of the block (nothing when ratio is 0); hooks are removed after."""

@@ -16,6 +16,7 @@ from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
 from ldm_cli.models.performance import apply_fast_paths, check_device, cpu_has_native_bf16
+from ldm_cli.models.token_merging import merges_anything
 from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
 from ldm_cli.pipeline.recipe import output_size, plan_for_image
 from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
@@ -97,6 +98,10 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         if why:
             say(f"warning: --cache-interval {plan.cache_interval} ignored: this UNet's layout is not SD's ({why}); every step runs in full")
             plan = replace(plan, cache_interval=1)  # the record says what ran
+    if plan.token_merging and not merges_anything(components.unet):
+        say(f"warning: --token-merging {plan.token_merging:g} ignored: this UNet has no self-attention at full "
+            "latent resolution, where ToMe merges tokens")
+        plan = replace(plan, token_merging=0.0)  # the record says what ran
     check_hires_size(plan)
     return plan
 
