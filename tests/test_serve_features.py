@@ -241,3 +241,12 @@ def test_serve_refuses_a_folder_that_is_not_there(ldm, tiny_model, tmp_path, fla
 def test_a_lora_tag_that_finds_no_file_is_named_in_the_warnings(server):
     _, parameters, info = served(server, {**BASE, "prompt": f"{PROMPT} <lora:nowhere:1>"})
     assert any("nowhere" in warning for warning in info["warnings"]) and "Lora hashes" not in parameters
+
+
+def test_token_merging_ratio_matches_ldm_generate(server, ldm, tiny_model, tmp_path):
+    body = {**BASE, "override_settings": {"token_merging_ratio": 0.5}}
+    pixels, parameters, _ = served(server, body)
+    assert "Token merging ratio: 0.5" in parameters
+    assert_same((pixels, parameters), generated(ldm, tiny_model, tmp_path, *CLI, "--token-merging", 0.5))
+    status, _, answer = call(server, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"token_merging_ratio": 2}})
+    assert status == 422 and "token_merging_ratio" in str(answer)

@@ -81,7 +81,8 @@ def create_app(worker: Worker, settings: AppSettings) -> FastAPI:
     app.add_middleware(Guard, credentials=settings.credentials, max_body_bytes=settings.max_body_bytes,
                        allowed_hosts=settings.allowed_hosts)
     options = {"sd_model_checkpoint": engine.title, "sd_checkpoint_hash": engine.sha256 or None, "sd_vae": engine.vae_name() or "Automatic",
-               "CLIP_stop_at_last_layers": 1, "samples_format": "png", "eta_noise_seed_delta": 0}
+               "CLIP_stop_at_last_layers": 1, "samples_format": "png", "eta_noise_seed_delta": 0,
+               "token_merging_ratio": 0.0}
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):

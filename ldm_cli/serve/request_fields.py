@@ -19,7 +19,7 @@ HR_UPSCALERS = {"latent": "latent", "lanczos": "lanczos"}  # A1111's hr_upscaler
 
 
 # A1111 settings that POST /sdapi/v1/options may set for every later request (override_settings wins).
-GLOBAL_OPTIONS = ("CLIP_stop_at_last_layers", "eta_noise_seed_delta", "sd_vae")
+GLOBAL_OPTIONS = ("CLIP_stop_at_last_layers", "eta_noise_seed_delta", "sd_vae", "token_merging_ratio")
 
 
 def check_options(new: dict, loaded_vae: str | None) -> None:
@@ -32,6 +32,7 @@ def check_options(new: dict, loaded_vae: str | None) -> None:
         if not 0 <= _integer(new["eta_noise_seed_delta"], "eta_noise_seed_delta") <= MAX_SEED:
             raise RequestError(f"eta_noise_seed_delta {new['eta_noise_seed_delta']}: must be between 0 and {MAX_SEED}")
     check_vae_name(new.get("sd_vae"), loaded_vae, "sd_vae")
+    _ratio(new.get("token_merging_ratio"), "token_merging_ratio")
 
 
 def with_options(request, options: dict):
@@ -77,6 +78,25 @@ def _clip_skip(request) -> int:
         if value not in (None, ""):
             return _integer(value, field)
     return 1
+
+
+def token_merging_for(request) -> float:
+    """A1111's token_merging_ratio override (ToMe), as --token-merging sets it; 0 = off."""
+    return _ratio(request.override_settings.get("token_merging_ratio"), "override_settings.token_merging_ratio")
+
+
+def _ratio(value, field: str) -> float:
+    from ldm_cli.models.token_merging import MAX_RATIO
+
+    if value in (None, ""):
+        return 0.0
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        ratio = float("nan")
+    if not 0 <= ratio <= MAX_RATIO:  # also refuses NaN
+        raise RequestError(f"{field} {value!r}: must be a number between 0 (off) and {MAX_RATIO} (0.5 is typical)")
+    return ratio
 
 
 def _integer(value, field: str) -> int:

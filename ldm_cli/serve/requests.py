@@ -8,6 +8,7 @@ All the mapping lives here, onto the same GenerateSettings fields the flags of `
   subseed, subseed_strength     --variation-seed (-1: random), --variation-strength
   override_settings.CLIP_stop_at_last_layers, clip_skip     --clip-skip
   override_settings.eta_noise_seed_delta                     --eta-noise-seed-delta
+  override_settings.token_merging_ratio                      --token-merging
   mask, mask_blur (or equal mask_blur_x/_y), inpainting_fill (0 fill, 1 original), inpaint_full_res
   (-> --inpaint-area masked), inpaint_full_res_padding, inpainting_mask_invert
                                 --mask, --mask-blur, --masked-content, --inpaint-area, --inpaint-padding, --invert-mask
@@ -37,7 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.pipeline.config import MAX_SEED, GenerateSettings, ModelSettings, validate_generate
-from ldm_cli.serve.request_fields import INPAINTING_FILL, RequestError, check_vae_name, inpaint_fields, recipe_for
+from ldm_cli.serve.request_fields import (
+    INPAINTING_FILL, RequestError, check_vae_name, inpaint_fields, recipe_for, token_merging_for,
+)
 from ldm_cli.serve.samplers import SamplerError, resolve
 
 MAX_IMAGES_PER_REQUEST = 100
@@ -226,6 +229,7 @@ def _settings(request: Txt2ImgRequest, model: ModelSettings, out: Path, defaults
         out=out,  # the scratch folder unless save_images: validation wants a writable place either way
         model=model,
         recipe=recipe_for(request, schedule_type, isinstance(request, Img2ImgRequest)),
+        token_merging=token_merging_for(request),
         loras=defaults.loras,
         lora_dirs=defaults.lora_dirs,
         embeddings_dirs=defaults.embeddings_dirs,
