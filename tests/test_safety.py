@@ -61,7 +61,7 @@ def test_nan_model_writes_no_image(ldm, tiny_model, tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_without_partial_files(tiny_model, tmp_path):
-    cmd = [sys.executable, "-m", "ldm_cli", "generate", "a cat", "--model", str(tiny_model), "--steps", "1000",
+    cmd = [sys.executable, "-m", "ldm_cli", "generate", "a cat", "--model", str(tiny_model), "--steps", "999",
            "--scheduler", "ddim", "--dim", "256", "--seed", "1", "--out", "out", "--save-intermediates"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

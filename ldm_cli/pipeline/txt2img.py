@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ldm_cli.errors import printable
+from ldm_cli.errors import UsageError, printable
 from ldm_cli.pipeline.config import GenerateSettings, output_is_folder
 from ldm_cli.models.devices import dtype_name, generation_dtype, resolve_device
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
@@ -103,7 +103,30 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
             "latent resolution, where ToMe merges tokens")
         plan = replace(plan, token_merging=0.0)  # the record says what ran
     check_hires_size(plan)
+    check_timesteps(plan, components.scheduler_config)
     return plan
+
+
+def check_timesteps(plan: SamplingPlan, scheduler_config: dict) -> None:
+    """A schedule must stay within the model's training timesteps. "leading" spacing with steps_offset 1
+    (SD1's config) at --steps equal to num_train_timesteps would start at timestep T, which no scheduler
+    can index."""
+    from ldm_cli.pipeline.schedulers import build_scheduler
+
+    scheduler = build_scheduler(plan.scheduler, scheduler_config, plan.schedule_type)
+    most = scheduler.config.get("original_inference_steps")  # LCM's (and TCD's) skipping-step schedule
+    if most is not None and plan.steps > most:
+        raise UsageError(f"--steps {plan.steps}: {plan.scheduler} takes at most {most} steps on this model "
+                         f"(its original_inference_steps); use --steps {most} or fewer (2-8 is typical)")
+    scheduler.set_timesteps(plan.steps)
+    last = int(scheduler.config.num_train_timesteps) - 1
+    highest = int(scheduler.timesteps.max())
+    if highest > last:
+        spacing = scheduler_config.get("timestep_spacing", "leading")
+        raise UsageError(
+            f"--steps {plan.steps}: {plan.scheduler} on this model's schedule ({spacing!r} spacing, steps_offset "
+            f"{scheduler_config.get('steps_offset', 0)}) would start at timestep {highest}, past its last training "
+            f"timestep {last}; use --steps {plan.steps - 1} or fewer")
 
 
 def output_path(settings: GenerateSettings, prompt: str, seed: int) -> Path:
