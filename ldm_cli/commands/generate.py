@@ -43,6 +43,8 @@ EXAMPLES = """Examples:
   ldm generate "a castle" --hires-scale 2 --hires-strength 0.5 --variation-seed 7 --variation-strength 0.3
 
   ldm generate "a castle, <lora:pixel-art:0.8>" --lora-dir loras/ --embeddings-dir embeddings/
+
+  ldm generate "a lighthouse" --lora tcd-sd15.safetensors --scheduler tcd --steps 4 --tcd-gamma 0.3
 """
 
 
@@ -170,6 +172,9 @@ def generate(
     ] = None,
     eta_noise_seed_delta: Annotated[
         Optional[int], typer.Option("--eta-noise-seed-delta", "--ensd", help="A1111's ENSD: offsets the seed of ancestral samplers' step noise.")
+    ] = None,
+    tcd_gamma: Annotated[
+        Optional[float], typer.Option("--tcd-gamma", help="--scheduler tcd: stochasticity, 0 (deterministic) .. 1 [default: 0.3].")
     ] = None,
     pad_conds: Annotated[
         Optional[bool], typer.Option("--pad-conds/--no-pad-conds", help="Pad prompt/negative to one length (A1111's 'Pad conds').")
