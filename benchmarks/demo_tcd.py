@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from benchmarks.demo_adherence import RESULTS, accuracy, prompts_and_seeds, run_set
@@ -47,6 +48,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    load_at_start = os.getloadavg()
     jobs = prompts_and_seeds(args.images, args.seed)
     base_components, base = load(args.model, ())
     lora_components, lora = load(args.model, (args.lora,))
@@ -66,7 +68,8 @@ def main() -> None:
                                           for k in ("colour", "shape", "background", "size", "all_attributes")}
         entry["time_per_image_ratio"] = round(base_s / entry["seconds_per_image_median"], 2)
     report = {"model": args.model, "lora": args.lora, "images": len(jobs), "sets": sets,
-              "machine": f"{_cpu_name()}, torch threads=1, shared 2-core CPU"}
+              "machine": f"{_cpu_name()}, torch threads=1, shared 2-core CPU",
+              "load_average_1_5_15": {"start": list(load_at_start), "end": list(os.getloadavg())}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
         f.write(json.dumps(report, indent=1) + "\n")
