@@ -125,3 +125,12 @@ def test_serve_lists_tcd_and_resolves_its_names():
 
     assert {"name": "TCD", "aliases": ["tcd"], "options": {}} in sampler_items()
     assert resolve("TCD", None) == ("tcd", None) and resolve("tcd", "Automatic") == ("tcd", None)
+
+
+def test_schedulers_lists_tcd_and_img2img_takes_it(ldm, tiny_model, tmp_path):
+    listing = ldm("schedulers")
+    assert listing.code == 0 and any(line.split()[:2] == ["tcd", "TCD"] for line in listing.stdout.splitlines())
+    assert _gen(ldm, tiny_model, "init.png").code == 0
+    result = _gen(ldm, tiny_model, "i.png", "--scheduler", "tcd", "--init-image", "init.png", "--strength", "0.5")
+    assert result.code == 0, result.stderr
+    assert _record(tmp_path / "i.png")["tcd_gamma"] == 0.3
