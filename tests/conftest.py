@@ -36,6 +36,31 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def consistency_model(tiny_model, tmp_path_factory):
+    """make(SCHEDULER_CLASS): a copy of the tiny model with an LCM-style UNet (`time_cond_proj_dim` 16:
+    guidance goes in as an embedding) and that diffusers scheduler class in its config; one per class."""
+    import json
+    import shutil
+
+    made = {}
+
+    def make(scheduler_class: str) -> Path:
+        if scheduler_class not in made:
+            import diffusers
+
+            folder = Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp(scheduler_class) / "model"))
+            config = {k: v for k, v in json.loads((folder / "unet" / "config.json").read_text()).items() if not k.startswith("_")}
+            torch.manual_seed(5)
+            diffusers.UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 16}).save_pretrained(folder / "unet")
+            scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+            getattr(diffusers, scheduler_class).from_config(scheduler_config).save_pretrained(folder / "scheduler")
+            made[scheduler_class] = folder
+        return made[scheduler_class]
+
+    return make
+
+
 @pytest.fixture
 def ldm(capsys, monkeypatch, tmp_path):
     """Run `ldm ARGS...` in-process from a fresh working folder; returns exit code and output."""

@@ -185,16 +185,8 @@ def test_variant_value_is_checked_before_loading(ldm, tiny_model, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def lcm_model(tiny_model, tmp_path_factory):
-    from diffusers import LCMScheduler, UNet2DConditionModel
-
-    folder = Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp("lcm") / "lcm"))
-    config = {k: v for k, v in json.loads((folder / "unet" / "config.json").read_text()).items() if not k.startswith("_")}
-    torch.manual_seed(5)
-    UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 16}).save_pretrained(folder / "unet")
-    LCMScheduler.from_config(json.loads((folder / "scheduler" / "scheduler_config.json").read_text())).save_pretrained(
-        folder / "scheduler")
-    return folder
+def lcm_model(consistency_model):
+    return consistency_model("LCMScheduler")
 
 
 def test_lcm_matches_latent_consistency_pipeline(lcm_model):
@@ -224,11 +216,11 @@ def test_lcm_model_defaults_to_lcm_and_runs_no_cfg_pass(ldm, lcm_model, tmp_path
 
 
 def test_a_scheduler_ldm_has_no_sampler_for_is_a_clear_error(ldm, tiny_model, tmp_path):
-    folder = Path(shutil.copytree(tiny_model, tmp_path / "tcd"))
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "deis"))
     config_path = folder / "scheduler" / "scheduler_config.json"
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "_class_name": "TCDScheduler"}))
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "_class_name": "DEISMultistepScheduler"}))
     result = _gen(ldm, folder, "x.png")
-    assert result.code == 1 and "TCDScheduler" in result.stderr and "--scheduler" in result.stderr
+    assert result.code == 1 and "DEISMultistepScheduler" in result.stderr and "--scheduler" in result.stderr
     assert result.stderr.splitlines()[-1].startswith("ldm: error:") and not (tmp_path / "x.png").exists()
     assert _gen(ldm, folder, "y.png", "--scheduler", "ddim").code == 0
 

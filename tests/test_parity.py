@@ -10,7 +10,7 @@ import torch
 from ldm_cli.reference import reference_pipeline
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 from ldm_cli.models.loading import load_components, resolve_source
-from ldm_cli.pipeline.schedulers import SCHEDULERS
+from ldm_cli.pipeline.schedulers import SCHEDULERS, TCD_DEFAULT_GAMMA
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,8 @@ def components(tiny_model):
 
 def reference_image(components, scheduler_name, prompt, seed, steps, guidance, negative="", size=64):
     pipe = reference_pipeline(components, scheduler_name)
-    out = pipe(prompt, negative_prompt=negative or None, num_inference_steps=steps, guidance_scale=guidance,
+    eta = TCD_DEFAULT_GAMMA if scheduler_name == "tcd" else 0.0  # the pipeline's default, 0.0, is DDIM's eta
+    out = pipe(prompt, negative_prompt=negative or None, num_inference_steps=steps, guidance_scale=guidance, eta=eta,
                generator=torch.Generator().manual_seed(seed), output_type="np", height=size, width=size)
     return out.images[0]  # [H, W, 3] float in [0, 1]
 

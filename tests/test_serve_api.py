@@ -98,6 +98,13 @@ def test_model_and_sampler_lists(client, server):
     assert call(server, "/sdapi/v1/refresh-checkpoints", {})[0] == 200
 
 
+def test_tcd_sampler_runs_with_its_default_gamma(client):
+    assert "TCD" in client.util_get_sampler_names()
+    result = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="TCD", width=64, height=64)
+    assert result.info["sampler_name"] == "TCD" and result.info["scheduler"] is None
+    assert "Sampler: TCD," in result.info["infotexts"][0] and "TCD gamma: 0.3" in result.info["infotexts"][0]
+
+
 def test_karras_schedule_and_old_style_names_agree(client):
     new = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M", scheduler="karras", width=64, height=64)
     old = client.txt2img(prompt=PROMPT, steps=3, seed=5, sampler_name="DPM++ 2M Karras", width=64, height=64)

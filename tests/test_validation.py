@@ -78,7 +78,7 @@ def test_prompt(ldm, prompt):
 
 
 @FAST
-@given(scheduler=st.one_of(st.sampled_from(["euler", "dpm++2m-karras", "unipc", "DPM2", "DPM++ 2M Karras"]),
+@given(scheduler=st.one_of(st.sampled_from(["euler", "dpm++2m-karras", "unipc", "DPM2", "DPM++ 2M Karras", "lcm", "tcd", "TCD"]),
                            st.text(max_size=8)))
 def test_scheduler(ldm, scheduler):
     from ldm_cli.errors import UsageError
@@ -91,6 +91,16 @@ def test_scheduler(ldm, scheduler):
     except UsageError:
         valid = False
     _assert_outcome(_run(ldm, "a cat", f"--scheduler={scheduler}"), valid)
+
+
+@FAST
+@given(gamma=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["nan", "-0", "1", "1.0001", "x", ""])))
+def test_tcd_gamma(ldm, gamma):
+    try:
+        value = float(str(gamma))
+    except ValueError:
+        value = None
+    _assert_outcome(_run(ldm, "a cat", "--scheduler", "tcd", f"--tcd-gamma={gamma}"), value is not None and 0 <= value <= 1)
 
 
 def test_output_folder_must_be_writable(ldm, tmp_path):

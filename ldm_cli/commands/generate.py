@@ -43,6 +43,8 @@ EXAMPLES = """Examples:
   ldm generate "a castle" --hires-scale 2 --hires-strength 0.5 --variation-seed 7 --variation-strength 0.3
 
   ldm generate "a castle, <lora:pixel-art:0.8>" --lora-dir loras/ --embeddings-dir embeddings/
+
+  ldm generate "a lighthouse" --lora tcd-sd15.safetensors --scheduler tcd --steps 4 --tcd-gamma 0.3
 """
 
 
@@ -171,6 +173,9 @@ def generate(
     eta_noise_seed_delta: Annotated[
         Optional[int], typer.Option("--eta-noise-seed-delta", "--ensd", help="A1111's ENSD: offsets the seed of ancestral samplers' step noise.")
     ] = None,
+    tcd_gamma: Annotated[
+        Optional[float], typer.Option("--tcd-gamma", help="--scheduler tcd: stochasticity, 0 (deterministic) .. 1 [default: 0.3].")
+    ] = None,
     pad_conds: Annotated[
         Optional[bool], typer.Option("--pad-conds/--no-pad-conds", help="Pad prompt/negative to one length (A1111's 'Pad conds').")
     ] = None,
@@ -220,7 +225,8 @@ def generate(
         inpaint_padding=inpaint_padding, invert_mask=invert_mask, masked_content=masked_content,
         outpaint=outpaint, outpaint_fill=outpaint_fill,
         prompt_syntax=prompt_syntax, clip_skip=clip_skip, schedule_type=schedule_type, variation_seed=variation_seed,
-        variation_strength=variation_strength, eta_noise_seed_delta=eta_noise_seed_delta, pad_conds=pad_conds,
+        variation_strength=variation_strength, eta_noise_seed_delta=eta_noise_seed_delta, tcd_gamma=tcd_gamma,
+        pad_conds=pad_conds,
         hires_scale=hires_scale, hires_steps=hires_steps, hires_strength=hires_strength, hires_upscaler=hires_upscaler,
         rng=rng,
         model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, config=config, device=device,

@@ -56,6 +56,7 @@ class GenerateFlags:
     variation_seed: int | None
     variation_strength: float | None
     eta_noise_seed_delta: int | None
+    tcd_gamma: float | None
     pad_conds: bool | None
     hires_scale: float | None
     hires_steps: int | None

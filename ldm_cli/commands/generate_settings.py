@@ -42,6 +42,8 @@ def build_settings(flags: GenerateFlags) -> GenerateSettings:
     prompts = _prompts(flags, values.pop("prompt", None))
     if values.get("scheduler") is not None:  # A1111 names ("DPM++ 2M Karras") -> ours and a schedule type
         values["scheduler"], values["schedule_type"] = resolve_sampler(values["scheduler"], values.get("schedule_type"))
+    if "tcd_gamma" not in explicit and values.get("scheduler") != "tcd":
+        values.pop("tcd_gamma", None)  # a recorded gamma belongs to the recorded tcd sampler
     for flag, text in [("PROMPT", p) for p in prompts] + [("--negative-prompt", values["negative_prompt"])]:
         check_text(flag, text)
     check_device_and_dtype(flags.device, flags.dtype)

@@ -33,7 +33,7 @@ def grid(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="The prompt every cell starts from.", show_default=False)],
     x: Annotated[Optional[str], typer.Option("--x", help="KEY=V1,V2,... across; keys: steps, g, seed, scheduler, "
-                 "schedule-type, clip-skip, strength, hires-scale, hires-steps, lora, variation-seed, "
+                 "schedule-type, tcd-gamma, clip-skip, strength, hires-scale, hires-steps, lora, variation-seed, "
                  "variation-strength, prompt (S/R).")] = None,
     y: Annotated[Optional[str], typer.Option("--y", help="KEY=V1,V2,... down.")] = None,
     z: Annotated[Optional[str], typer.Option("--z", help="KEY=V1,V2,... one sheet block per value.")] = None,

@@ -1,5 +1,5 @@
 """The recipe flags of `ldm generate` (prompt syntax, clip skip, schedule type, variation seed, ENSD,
-hires fix): from the command line, from an ldm record, and from an A1111 infotext.
+hires fix, TCD gamma): from the command line, from an ldm record, and from an A1111 infotext.
 
 Every A1111 field that changes the picture and that ldm cannot honour is named in one warning line.
 """
@@ -13,14 +13,14 @@ from ldm_cli.pipeline.recipe import RecipeSettings
 
 RECIPE_FLAGS = {
     "prompt_syntax", "clip_skip", "schedule_type", "variation_seed", "variation_strength", "eta_noise_seed_delta",
-    "pad_conds", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "rng",
+    "pad_conds", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "rng", "tcd_gamma",
 }
 # Fields that describe the picture's making without changing it (or that other settings carry).
 INFORMATIONAL = {
     "Steps", "CFG scale", "Seed", "Size", "Model hash", "Model", "Version", "VAE hash", "VAE", "Lora hashes",
     "TI hashes", "Hashes", "Schedule type", "Sampler", "Denoising strength", "Hires upscale", "Hires steps",
     "Hires upscaler", "Clip skip", "Variation seed", "Variation seed strength", "ENSD", "Eta noise seed delta",
-    "RNG", "Pad conds", "Emphasis", "Token merging ratio", "Token merging ratio hr",
+    "RNG", "Pad conds", "Emphasis", "Token merging ratio", "Token merging ratio hr", "TCD gamma",
 }
 UPSCALERS_BY_A1111 = {"latent": "latent", "lanczos": "lanczos"}
 
@@ -34,7 +34,8 @@ def recipe_settings(values: dict) -> RecipeSettings:
 def from_record_recipe(s: dict) -> dict:
     """The recipe an ldm record's settings hold (absent in records from before these flags)."""
     values = {key: s[key] for key in ("prompt_syntax", "clip_skip", "schedule_type", "variation_seed",
-                                      "variation_strength", "eta_noise_seed_delta", "pad_conds") if s.get(key) is not None}
+                                      "variation_strength", "eta_noise_seed_delta", "pad_conds", "tcd_gamma")
+              if s.get(key) is not None}
     hires = s.get("hires")
     if hires:
         values.update(hires_scale=hires["scale"], hires_steps=hires["steps"], hires_strength=hires["strength"],
@@ -55,6 +56,8 @@ def from_a1111_recipe(fields: dict) -> dict:
     ensd = fields.get("ENSD", fields.get("Eta noise seed delta"))
     if ensd not in (None, "", "0"):
         values["eta_noise_seed_delta"] = int(ensd)
+    if "TCD gamma" in fields:
+        values["tcd_gamma"] = float(fields["TCD gamma"])
     if fields.get("RNG", "CPU") != "CPU":
         unhonoured.append(f"RNG: {fields['RNG']} (ldm draws noise on the CPU, A1111's 'RNG: CPU')")
     _token_merging(fields, values, unhonoured)

@@ -23,7 +23,7 @@ FOOOCUS_SAMPLERS = {
     "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a",
     "lms": "LMS", "dpm_fast": "DPM fast", "dpm_adaptive": "DPM adaptive", "dpmpp_2s_ancestral": "DPM++ 2S a",
     "dpmpp_sde": "DPM++ SDE", "dpmpp_sde_gpu": "DPM++ SDE", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE",
-    "dpmpp_2m_sde_gpu": "DPM++ 2M SDE", "lcm": "LCM", "ddim": "DDIM", "uni_pc": "UniPC",
+    "dpmpp_2m_sde_gpu": "DPM++ 2M SDE", "lcm": "LCM", "tcd": "TCD", "ddim": "DDIM", "uni_pc": "UniPC",
 }
 NO_KARRAS = {"euler", "euler_ancestral", "heun", "dpm_fast", "dpm_adaptive", "ddim", "uni_pc"}
 # Fooocus settings that change the picture and that ldm does not reproduce.

@@ -72,7 +72,7 @@ class GenerateSettings:
     attention_maps: bool = False  # also write <name>-attention.png/.safetensors (ldm_cli.explain)
     prompts_from_file: bool = False  # --prompts-file: a batch (pipeline/batch.py: manifest, deterministic names)
     resume: bool = False  # --resume: skip the jobs the folder's manifest already lists
-    guidance_default: bool = False  # no --g given: the lcm sampler picks its own (guidance.lcm_default_guidance)
+    guidance_default: bool = False  # no --g given: lcm and tcd pick their own (guidance.resolved_guidance)
     cache_interval: int = 1  # --cache-interval N: DeepCache, a full UNet pass every Nth step (pipeline/deepcache.py)
     token_merging: float = 0.0  # --token-merging R: ToMe, merge R of the full-resolution tokens (models/token_merging.py)
 

@@ -31,8 +31,8 @@ _CONFIG_FILES = {"unet": "unet/config.json", "vae": "vae/config.json", "text_enc
 def describe(settings) -> dict:
     """Everything the run would use, resolved without loading weights."""
     from ldm_cli.models.devices import dtype_name, generation_dtype, resolve_device
-    from ldm_cli.pipeline.guidance import LCM_DISTILLED_GUIDANCE, LCM_LORA_GUIDANCE, uses_unconditional_pass
-    from ldm_cli.pipeline.schedulers import name_for_class
+    from ldm_cli.pipeline.guidance import resolved_guidance, uses_unconditional_pass
+    from ldm_cli.pipeline.schedulers import name_for_class, resolved_tcd_gamma
 
     m = settings.model
     source = resolve_source(m.model, m.revision)
@@ -47,9 +47,8 @@ def describe(settings) -> dict:
     if init is not None:
         width, height = init
     scheduler = settings.scheduler or name_for_class(configs["scheduler"].get("_class_name", ""))
-    guidance = settings.guidance
-    if settings.guidance_default and scheduler == "lcm":  # as txt2img.resolve_plan: lcm picks its own default
-        guidance = LCM_DISTILLED_GUIDANCE if configs["unet"].get("time_cond_proj_dim") else LCM_LORA_GUIDANCE
+    guidance = resolved_guidance(scheduler, settings.guidance, settings.guidance_default, configs["unet"])  # as txt2img
+    gamma = resolved_tcd_gamma(scheduler, getattr(settings.recipe, "tcd_gamma", None), lambda m: print(m, file=sys.stderr))
     guided = uses_unconditional_pass(guidance) and not configs["unet"].get("time_cond_proj_dim")
     latent = [1, configs["unet"]["in_channels"], height // factor, width // factor]
     perf = settings.performance
@@ -68,6 +67,7 @@ def describe(settings) -> dict:
         "guidance": guidance,
         "unet_batch": 2 if guided else 1,
         "scheduler": scheduler,
+        **({"tcd_gamma": gamma} if gamma is not None else {}),
         "seed": settings.seed if settings.seed is not None else "random",
         "images": len(settings.prompts) * settings.num_images,
         "out": str(settings.out or "outputs"),

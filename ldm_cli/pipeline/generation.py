@@ -23,9 +23,9 @@ from ldm_cli.models.loading import Components
 from ldm_cli.models.token_merging import merging_tokens
 from ldm_cli.pipeline.sampling import Conditioning, denoise
 from ldm_cli.pipeline.deepcache import cached_unet
-from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
+from ldm_cli.pipeline.schedulers import build_scheduler
 from ldm_cli.pipeline.conditioning import PromptEncoder, pad_with_empty
-from ldm_cli.pipeline.noise import plan_noise, step_generator
+from ldm_cli.pipeline.noise import plan_noise, scheduler_step_kwargs
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class SamplingPlan:
     hires: object | None = None  # hires.HiresPlan: a second, upscaled img2img pass
     cache_interval: int = 1  # DeepCache (pipeline/deepcache.py): a full UNet pass every Nth step; 1 = off
     token_merging: float = 0.0  # ToMe (models/token_merging.py): share of full-resolution tokens merged; 0 = off
+    tcd_gamma: float | None = None  # TCD's stochasticity, 0..1 (None: the sampler is not tcd)
 
     def latent_shape(self, components: Components) -> tuple[int, int, int, int]:
         factor = components.vae_scale_factor
@@ -129,9 +130,7 @@ class TextToImage:
         scheduler.set_timesteps(plan.steps, device=self.device)
         generator = torch.Generator("cpu").manual_seed(seed)
         begun = self.start.begin(c, self.device, self.dtype, scheduler, generator, plan)
-        step_kwargs = {}
-        if spec_for(plan.scheduler).stochastic:
-            step_kwargs["generator"] = step_generator(generator, seed, plan.eta_noise_seed_delta)
+        step_kwargs = scheduler_step_kwargs(plan, generator, seed)
         unet = cached_unet(c.unet, plan.cache_interval)  # the UNet itself unless --cache-interval > 1
         return denoise(unet, scheduler, begun.latents, conditioning, begun.timesteps, step_kwargs, on_step,
                        unet_extra=begun.unet_extra, after_step=begun.after_step)

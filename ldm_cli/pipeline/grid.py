@@ -43,6 +43,7 @@ KEYS = {k.name: k for k in [
     AxisKey("seed", "Seed", _int),
     AxisKey("scheduler", "Sampler", _text),
     AxisKey("schedule-type", "Schedule type", _text),
+    AxisKey("tcd-gamma", "TCD gamma", _float),
     AxisKey("clip-skip", "Clip skip", _int),
     AxisKey("strength", "Denoising strength", _float),  # the hires pass's with --hires-scale, else img2img's
     AxisKey("hires-scale", "Hires upscale", _float),

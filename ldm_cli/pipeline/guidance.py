@@ -33,14 +33,22 @@ def guidance_embedding(guidance_scale: float, dim: int):
 
 
 LCM_DISTILLED_GUIDANCE = 8.5  # diffusers' LatentConsistencyModelPipeline default for LCM-distilled UNets
-LCM_LORA_GUIDANCE = 1.0  # an LCM-LoRA on a plain UNet: no CFG pass (its authors use 1-2)
+LCM_LORA_GUIDANCE = 1.0  # an LCM- or TCD-LoRA on a plain UNet: no CFG pass (LCM's authors use 1-2, TCD's 0)
 
 
-def lcm_default_guidance(unet) -> float:
-    """The guidance `--scheduler lcm` uses when --g is not given.
+def consistency_default_guidance(unet_config: dict) -> float:
+    """The guidance a consistency sampler (`lcm`, `tcd`) uses when --g is not given.
 
     A guidance-distilled UNet (`time_cond_proj_dim`) gets the scale as an embedding and was trained
-    around 8.5; a plain UNet under an LCM-LoRA already samples with the teacher's guidance baked in, so
-    a CFG pass on top over-saturates: 1.0 = the conditional prediction alone, half the UNet work."""
-    distilled = getattr(unet.config, "time_cond_proj_dim", None)
-    return LCM_DISTILLED_GUIDANCE if distilled else LCM_LORA_GUIDANCE
+    around 8.5; a plain UNet under an LCM- or TCD-LoRA already samples with the teacher's guidance baked
+    in, so a CFG pass on top over-saturates: 1.0 = the conditional prediction alone, half the UNet work."""
+    return LCM_DISTILLED_GUIDANCE if unet_config.get("time_cond_proj_dim") else LCM_LORA_GUIDANCE
+
+
+def resolved_guidance(scheduler: str, guidance: float, guidance_default: bool, unet_config) -> float:
+    """The run's guidance: --g, or, when it was not given, what suits a consistency sampler (lcm, tcd)."""
+    from ldm_cli.pipeline.schedulers import spec_for
+
+    if guidance_default and spec_for(scheduler).consistency:
+        return consistency_default_guidance(unet_config)
+    return guidance

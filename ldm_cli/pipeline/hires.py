@@ -96,9 +96,9 @@ def step_counter(on_step):
 
 def second_pass(text_to_image, conditioning, latents: torch.Tensor, seed: int, plan, on_step=None) -> torch.Tensor:
     """The upscaled, re-noised and denoised latents of the hires pass."""
-    from ldm_cli.pipeline.noise import step_generator
+    from ldm_cli.pipeline.noise import scheduler_step_kwargs
     from ldm_cli.pipeline.sampling import denoise
-    from ldm_cli.pipeline.schedulers import build_scheduler, spec_for
+    from ldm_cli.pipeline.schedulers import build_scheduler
 
     c = text_to_image.components
     start = _upscale(text_to_image, latents, seed, plan)
@@ -112,7 +112,4 @@ def second_pass(text_to_image, conditioning, latents: torch.Tensor, seed: int, p
     generator = torch.Generator("cpu").manual_seed(seed)  # A1111 draws the seed's noise afresh at the new size
     noise = text_to_image.noise(start.shape, generator, plan)
     x = scheduler.add_noise(start, noise, timesteps[:1])
-    step_kwargs = {}
-    if spec_for(plan.scheduler).stochastic:
-        step_kwargs["generator"] = step_generator(generator, seed, plan.eta_noise_seed_delta)
-    return denoise(c.unet, scheduler, x, conditioning, timesteps, step_kwargs, on_step)
+    return denoise(c.unet, scheduler, x, conditioning, timesteps, scheduler_step_kwargs(plan, generator, seed), on_step)

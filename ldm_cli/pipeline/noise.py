@@ -43,6 +43,19 @@ def step_generator(generator: torch.Generator, seed: int, eta_noise_seed_delta: 
     return torch.Generator("cpu").manual_seed(seed + eta_noise_seed_delta)
 
 
+def scheduler_step_kwargs(plan, generator: torch.Generator, seed: int) -> dict:
+    """What scheduler.step gets besides the prediction, as diffusers' prepare_extra_step_kwargs passes it:
+    the per-step noise generator of stochastic samplers, and TCD's gamma as `eta`."""
+    from ldm_cli.pipeline.schedulers import TCD_DEFAULT_GAMMA, spec_for
+
+    kwargs = {}
+    if spec_for(plan.scheduler).stochastic:
+        kwargs["generator"] = step_generator(generator, seed, plan.eta_noise_seed_delta)
+    if plan.scheduler == "tcd":
+        kwargs["eta"] = TCD_DEFAULT_GAMMA if plan.tcd_gamma is None else plan.tcd_gamma
+    return kwargs
+
+
 def plan_noise(shape, generator: torch.Generator, dtype, device, plan) -> torch.Tensor:
     """The image's starting noise for a SamplingPlan: the seed's, slerped toward its variation seed's."""
     noise = seeded_noise(shape, generator, dtype, plan.variation_seed, plan.variation_strength)

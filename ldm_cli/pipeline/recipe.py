@@ -1,6 +1,6 @@
 """The A1111 recipe settings of `ldm generate` beyond steps/CFG/seed/size/sampler: prompt syntax,
-clip skip, schedule type, variation seed, ENSD, padded conds and hires fix; their checks, their
-place in the SamplingPlan and the infotext fields A1111 writes for them."""
+clip skip, schedule type, variation seed, ENSD, padded conds, hires fix and TCD's gamma; their
+checks, their place in the SamplingPlan and the infotext fields A1111 (or ldm, for TCD) writes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class RecipeSettings:
     hires_strength: float | None = None  # None: 0.7
     hires_upscaler: str = "latent"
     rng: str = "cpu"
+    tcd_gamma: float | None = None  # None: the tcd sampler's default (schedulers.TCD_DEFAULT_GAMMA)
 
 
 def validate_recipe(r: RecipeSettings, s) -> None:
@@ -55,6 +56,8 @@ def validate_recipe(r: RecipeSettings, s) -> None:
         raise UsageError("--variation-strength needs --variation-seed S")
     if not 0 <= r.eta_noise_seed_delta <= MAX_SEED:
         raise UsageError(f"--eta-noise-seed-delta {r.eta_noise_seed_delta}: must be between 0 and {MAX_SEED} (A1111 users often set 31337)")
+    if r.tcd_gamma is not None and not 0 <= r.tcd_gamma <= 1:  # also false for NaN
+        raise UsageError(f"--tcd-gamma {r.tcd_gamma}: must be between 0 (deterministic) and 1 (fresh noise each step); 0.3 is typical")
     if r.rng not in RNG_SOURCES:
         raise UsageError(f"--rng {r.rng}: only cpu is supported (A1111's GPU/NV noise is not reproduced by ldm)")
     if r.hires_scale is None:
@@ -86,6 +89,7 @@ def plan_fields(r: RecipeSettings | None) -> dict:
         "clip_skip": r.clip_skip, "prompt_syntax": r.prompt_syntax, "schedule_type": r.schedule_type,
         "variation_seed": r.variation_seed, "variation_strength": r.variation_strength,
         "eta_noise_seed_delta": r.eta_noise_seed_delta, "pad_conds": r.pad_conds, "hires": hires,
+        "tcd_gamma": r.tcd_gamma,
     }
 
 
@@ -140,6 +144,8 @@ def infotext_fields(s: dict, prompt: str, negative_prompt: str) -> dict:
         if hires["steps"]:
             fields["Hires steps"] = hires["steps"]
         fields["Hires upscaler"] = UPSCALERS[hires["upscaler"]]
+    if s.get("tcd_gamma") is not None:
+        fields["TCD gamma"] = s["tcd_gamma"]
     if s.get("eta_noise_seed_delta"):
         fields["ENSD"] = s["eta_noise_seed_delta"]
     if s.get("token_merging"):

@@ -25,6 +25,9 @@ class SchedulerSpec:
     # Steps it needs on a model whose schedule ends at near-zero SNR, measured on the demo model
     # (benchmarks/demo_samplers.py): below it, washed-out colours. NEVER: poor at 20 and at 50 steps.
     steps_near_zero_snr: int = 0
+    # A consistency sampler (LCM, TCD): few steps, and its own guidance when --g is not given
+    # (guidance.consistency_default_guidance).
+    consistency: bool = False
 
 
 _SPECS = [
@@ -53,9 +56,15 @@ _SPECS = [
     SchedulerSpec("unipc", "UniPCMultistepScheduler", "UniPC", "UniPC predictor-corrector (Zhao et al. 2023)"),
     SchedulerSpec(
         "lcm", "LCMScheduler", "LCM", "latent consistency (Luo et al. 2023): 2-8 steps, for LCM-distilled models",
-        stochastic=True,
+        stochastic=True, consistency=True,
+    ),
+    SchedulerSpec(
+        "tcd", "TCDScheduler", "TCD", "trajectory consistency (Zheng et al. 2024): 2-8 steps, for TCD-LoRAs; --tcd-gamma",
+        stochastic=True, consistency=True,
     ),
 ]
+
+TCD_DEFAULT_GAMMA = 0.3  # TCD's stochasticity (the `eta` of TCDScheduler.step); diffusers' TCD examples use 0.3
 
 SCHEDULERS: dict[str, SchedulerSpec] = {spec.name: spec for spec in _SPECS}
 
@@ -87,7 +96,7 @@ def name_for_class(class_name: str) -> str:
     """The short name of a model's own scheduler class (first match), used as the default.
 
     A class we have no sampler for is an error, not a silent PLMS: a model made for its own sampler
-    (LCM, TCD, ...) draws noise with any other.
+    (a consistency model, say) draws noise with any other.
     """
     for spec in _SPECS:
         if spec.class_name == class_name and not spec.overrides:
@@ -96,6 +105,16 @@ def name_for_class(class_name: str) -> str:
         f"the model's scheduler config names {class_name or 'no class'!r}, which ldm has no sampler for; "
         f"pass --scheduler NAME ({', '.join(SCHEDULERS)})"
     )
+
+
+def resolved_tcd_gamma(name: str, gamma: float | None, warn) -> float | None:
+    """TCD's gamma for a run: --tcd-gamma, else the default; None for every other sampler (which takes
+    none: a --tcd-gamma given for one is named in a warning and not recorded)."""
+    if name == "tcd":
+        return TCD_DEFAULT_GAMMA if gamma is None else gamma
+    if gamma is not None:
+        warn(f"warning: --tcd-gamma {gamma:g} ignored: --scheduler {name} takes no gamma (only tcd does)")
+    return None
 
 
 def build_scheduler(name: str, model_scheduler_config: dict, schedule_type: str | None = None):

@@ -72,19 +72,21 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
 def resolve_plan(settings: GenerateSettings, components: Components) -> SamplingPlan:
     """Fill in what defaults to the model: native size and its own scheduler."""
     from ldm_cli.pipeline.recipe import check_clip_skip, check_hires_size, plan_fields
-    from ldm_cli.pipeline.guidance import lcm_default_guidance
+    from ldm_cli.pipeline.guidance import resolved_guidance
     from ldm_cli.pipeline.schedule_types import resolve_sampler
+    from ldm_cli.pipeline.schedulers import resolved_tcd_gamma
 
     native = components.native_size
     scheduler = settings.scheduler or name_for_class(components.scheduler_config.get("_class_name", ""))
     recipe = plan_fields(settings.recipe)
     scheduler, recipe["schedule_type"] = resolve_sampler(scheduler, recipe.get("schedule_type"))
+    recipe["tcd_gamma"] = resolved_tcd_gamma(scheduler, recipe.get("tcd_gamma"), say)
     check_clip_skip(recipe.get("clip_skip", 1), components.text_encoder)
     plan = SamplingPlan(
         height=settings.height or native,
         width=settings.width or native,
         steps=settings.steps,
-        guidance=lcm_default_guidance(components.unet) if settings.guidance_default and scheduler == "lcm" else settings.guidance,
+        guidance=resolved_guidance(scheduler, settings.guidance, settings.guidance_default, components.unet.config),
         scheduler=scheduler,
         negative_prompt=settings.negative_prompt,
         cache_interval=settings.cache_interval,
