@@ -10,7 +10,7 @@ import typer
 from ldm_cli.options import (
     AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt,
 )
-from ldm_cli.options import EmaOpt, EmbeddingsDirOpt, LoraDirOpt, VaeOpt, VariantOpt
+from ldm_cli.options import BackendOpt, EmaOpt, EmbeddingsDirOpt, LoraDirOpt, VaeOpt, VariantOpt
 
 EXAMPLES = """Examples:
 
@@ -43,6 +43,8 @@ EXAMPLES = """Examples:
   ldm generate "a castle" --hires-scale 2 --hires-strength 0.5 --variation-seed 7 --variation-strength 0.3
 
   ldm generate "a castle, <lora:pixel-art:0.8>" --lora-dir loras/ --embeddings-dir embeddings/
+
+  ldm generate "a lighthouse at dusk" --backend openvino      # pip install 'ldm-cli[openvino]' first
 """
 
 
@@ -122,6 +124,7 @@ def generate(
     vae_tiling: Annotated[
         bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
     ] = False,
+    backend: BackendOpt = "torch",
     vae: VaeOpt = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm_cli.pipeline.config import GenerateSettings, ModelSettings, validate_generate
+from ldm_cli.models.backends import check_backend
 from ldm_cli.models.devices import check_device_and_dtype
 from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.models.lora import parse_lora_arg
@@ -44,6 +45,9 @@ def build_settings(args: dict) -> GenerateSettings:
     for flag, text in [("PROMPT", p) for p in prompts] + [("--negative-prompt", values["negative_prompt"])]:
         check_text(flag, text)
     check_device_and_dtype(args["device"], args["dtype"])
+    check_backend(args.get("backend", "torch"), device=args["device"], dtype=args["dtype"],
+                  compile=args.get("compile_unet", False), channels_last=args.get("channels_last", False),
+                  cache_interval=values.get("cache_interval", 1) or 1, attention_maps=args.get("attention_maps", False))
     settings = GenerateSettings(
         prompts=prompts,
         negative_prompt=values["negative_prompt"],
@@ -67,6 +71,7 @@ def build_settings(args: dict) -> GenerateSettings:
         performance=PerformanceSettings(
             channels_last=args.get("channels_last", False), compile=args.get("compile_unet", False),
             offload=args.get("offload", False), vae_tiling=args.get("vae_tiling", False),
+            backend=args.get("backend", "torch"),
         ),
         dry_run=args.get("dry_run", False),
         **{key: values.get(key) for key in INPAINT_FLAGS},

@@ -42,8 +42,13 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
     settings.loras); returns them with the load time."""
     m = settings.model
     source = resolve_source(m.model, m.revision)
-    device = rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
+    openvino = settings.performance.backend == "openvino"
+    device = "cpu" if openvino else rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
     dtype, _ = generation_dtype(m.dtype, device, unet_config(source, m.config))  # auto: bf16 only where measured to pay
+    if openvino:  # torch keeps fp32 (the export's source weights); --dtype sets OpenVINO's precision instead
+        import torch
+
+        dtype = torch.float32
     check_device(settings.performance, device)
     started = time.perf_counter()
     say(f"loading {source.spec} on {device} ({dtype_name(dtype)})")
@@ -65,6 +70,13 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
         for spec, info in zip(loras, apply_loras_checked(components.unet, components.text_encoder, loras)):
             say(f"lora {spec.path.name}: {info.summary()}, scale {spec.scale:g}")
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
+    if openvino:  # after LoRA merges and SDPA: the export sees the final weights
+        from ldm_cli.models.backends import openvino_precision
+        from ldm_cli.models.openvino_unet import use_openvino
+
+        precision, reason = openvino_precision(m.dtype)
+        use_openvino(components, loras, precision, reason, say)
+        say(f"openvino: the UNet runs in OpenVINO at {precision} ({reason}); text encoder and VAE in torch fp32")
     return components, device, dtype, time.perf_counter() - started
 
 
@@ -229,6 +241,11 @@ def image_record(settings, components, plan, hashes, device, dtype, result, timi
     )
     chosen, reason = generation_dtype(settings.model.dtype, device, components.unet.config)
     record["dtype_reason"] = reason if chosen == dtype else f"{dtype_name(dtype)}: as the model was loaded"
+    backend = getattr(components.unet, "backend_record", None)  # only the OpenVINO stand-in has one
+    if backend is not None:
+        record["backend"] = backend()
+        record["dtype_reason"] = (f"--backend openvino: text encoder and VAE in torch {dtype_name(dtype)}, "
+                                  f"the UNet in OpenVINO at {record['backend']['precision']}")
     return record
 
 
