@@ -10,8 +10,9 @@ torch's default threads (OpenVINO gets as many). Variants, all in one process:
     openvino auto     `--backend openvino`: OpenVINO's default CPU precision (bf16 where native)
     openvino fp32     `--backend openvino --dtype fp32`
 
-The OpenVINO variants wrap the torch fp32 UNet as `ldm generate` does (models/openvino_unet.py:
-unet_identity + OpenVinoUNet), exporting into a fresh cache folder so the export is really made
+The OpenVINO variants wrap the torch UNet of their precision's dtype (bf16 or fp32, shared with the
+torch variant of that dtype) as `ldm generate` does (models/openvino_unet.py: unet_identity +
+OpenVinoUNet; text encoder and VAE stay torch in that dtype), exporting into a fresh cache folder so the export is really made
 and timed; a second stand-in over the same cache then measures what a later process pays (read
 the IR and compile, no export). s/step is (time of a 6-step image - time of a 2-step image) / 4,
 each timed inside this process, so text encoding, VAE decode and PNG work cancel; rounds run
@@ -48,14 +49,19 @@ def load(folder: Path, dtype: str):
     return components, torch_dtype, seconds
 
 
-def openvino_variant(components, dtype: str):
-    """The torch fp32 components with the UNet swapped for OpenVINO's, as load_model does it."""
-    from ldm_cli.models.backends import openvino_precision
+def openvino_variant(loaded: dict, dtype: str, folder: Path):
+    """Torch components of the precision's dtype with the UNet swapped for OpenVINO's, as load_model
+    does it (sharing the torch variant's weights: one copy in memory)."""
+    from ldm_cli.models.backends import openvino_precision, torch_dtype_for
     from ldm_cli.models.openvino_unet import OpenVinoUNet, unet_identity
 
     precision, reason = openvino_precision(dtype)
+    torch_dtype = torch_dtype_for(precision)
+    components = next((c for c, d in loaded.values() if d == torch_dtype), None)
+    if components is None:  # no torch variant of that dtype (torch auto kept fp32 for a narrow UNet)
+        components = load(folder, "bf16" if precision == "bf16" else "fp32")[0]
     unet = OpenVinoUNet(components.unet, unet_identity(components, []), precision, reason, log=print)
-    return replace(components, unet=unet), precision
+    return replace(components, unet=unet), torch_dtype, precision
 
 
 def image(components, torch_dtype, size: int, steps: int):
@@ -111,16 +117,16 @@ def main() -> None:
     variants = {"torch fp32": (fp32, fp32_dtype), "torch auto": (auto, auto_dtype)}
     exports = {}
     for name, dtype in (("openvino auto", "auto"), ("openvino fp32", "fp32")):
-        components, precision = openvino_variant(fp32, dtype)
+        components, torch_dtype, precision = openvino_variant(variants, dtype, folder)
         started = time.perf_counter()
-        image(components, fp32_dtype, args.size, 1)  # the first call exports and compiles
+        image(components, torch_dtype, args.size, 1)  # the first call exports and compiles
         first = time.perf_counter() - started
         exports[name] = {"precision": precision, "export_s": round(components.unet.export_seconds, 1),
                          "first_1_step_image_s": round(first, 1),
                          "ir_bytes": sum(p.stat().st_size for p in CACHE.rglob("unet.bin") if _precision(p) == precision),
-                         "second_process": cached_load_seconds(components, fp32_dtype, args.size)}
+                         "second_process": cached_load_seconds(components, torch_dtype, args.size)}
         print(f"{name}: {json.dumps(exports[name])}", flush=True)
-        variants[name] = (components, fp32_dtype)
+        variants[name] = (components, torch_dtype)
     report["variants"] = {name: {"torch_dtype": str(d).replace("torch.", ""), **exports.get(name, {})}
                           for name, (_, d) in variants.items()}
     times = {name: {2: [], 6: []} for name in variants}

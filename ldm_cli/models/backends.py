@@ -60,3 +60,11 @@ def openvino_precision(dtype: str) -> tuple[str, str]:
     name = "bf16" if "bfloat16" in default or default == "bf16" else "f32"
     why = "native bf16 on this CPU" if name == "bf16" else "no native bf16 on this CPU"
     return name, f"auto: OpenVINO's default CPU precision ({why})"
+
+
+def torch_dtype_for(precision: str):
+    """The torch dtype of the weights OpenVINO is exported from (and of the text encoder and VAE):
+    bf16 weights for a bf16 UNet hold what it computes with, at half fp32's memory."""
+    import torch
+
+    return torch.bfloat16 if precision == "bf16" else torch.float32

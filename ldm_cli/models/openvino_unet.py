@@ -8,8 +8,9 @@ Shapes are static (OpenVINO's CPU plugin is fastest so, and diffusers' UNet trac
 branches such as its upsample sizes), so each input shape set (batch with or without CFG, latent
 size, prompt length in 77-token chunks) is its own IR. The key also holds the UNet's weight hash
 (the one the image metadata records), the LoRA files and scales merged into it, the precision, and
-the openvino/diffusers versions that made the graph. bf16 runs store fp16-compressed weights
-(half the disk; fp16 keeps more mantissa than bf16), f32 runs keep f32 weights.
+the openvino/diffusers versions that made the graph. The IR keeps the torch UNet's weights as they
+are: bf16 for a bf16 run (what OpenVINO computes with anyway, half the disk), f32 for f32. Its
+inputs and output are f32 either way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ldm_cli.errors import OutputError, as_os_error, one_line, os_cause
 from ldm_cli.files.hashing import cache_dir, sha256_files
 from ldm_cli.files.images import process_alive
 
@@ -82,7 +84,7 @@ class OpenVinoUNet:
             self.log(f"openvino: exporting the UNet for inputs {_shape_text(shapes)} at {self.precision} "
                      f"(once, cached in {folder})")
             started = time.perf_counter()
-            export(self.unet, inputs, folder, key, compress_to_fp16=self.precision == "bf16")
+            export(self.unet, inputs, folder, key)
             self.exports += 1
             self.export_seconds += time.perf_counter() - started
         else:
@@ -93,7 +95,7 @@ class OpenVinoUNet:
         return core.compile_model(core.read_model(xml), "CPU", config).create_infer_request()
 
 
-def export(unet, inputs, folder: Path, key: dict, compress_to_fp16: bool) -> None:
+def export(unet, inputs, folder: Path, key: dict) -> None:
     """Trace `unet` at these static input shapes into `folder` atomically: written into a temporary
     folder beside it and renamed, so a killed export leaves no half-written IR under the key."""
     import openvino
@@ -108,9 +110,15 @@ def export(unet, inputs, folder: Path, key: dict, compress_to_fp16: bool) -> Non
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches: shapes are static here
             model = openvino.convert_model(_Forward(unet, len(inputs) == 4), example_input=tuple(inputs), input=specs)
-        openvino.save_model(model, tmp / "unet.xml", compress_to_fp16=compress_to_fp16)
+        try:
+            openvino.save_model(model, tmp / "unet.xml", compress_to_fp16=False)  # keep the weights' own dtype
+            (tmp / "key.json").write_text(json.dumps(key, sort_keys=True, indent=1))
+        except (OSError, RuntimeError) as exc:  # openvino reports a full disk as a RuntimeError
+            cause = as_os_error(exc)
+            raise OutputError(f"cannot write the OpenVINO export to {folder}: "
+                              f"{os_cause(cause) if cause else one_line(exc)}; free some space or point "
+                              "LDM_CACHE_DIR at another disk") from None
         del model
-        (tmp / "key.json").write_text(json.dumps(key, sort_keys=True, indent=1))
         try:
             tmp.rename(folder)
         except OSError:
@@ -129,7 +137,8 @@ def remove_stale_exports(root: Path) -> None:
 
 
 class _Forward(torch.nn.Module):
-    """The UNet as a function of tensors only, returning one tensor (what convert_model traces)."""
+    """The UNet as a function of f32 tensors returning one f32 tensor (what convert_model traces);
+    the casts to the weights' dtype become part of the graph."""
 
     def __init__(self, unet, with_timestep_cond: bool):
         super().__init__()
@@ -137,8 +146,11 @@ class _Forward(torch.nn.Module):
         self.with_timestep_cond = with_timestep_cond
 
     def forward(self, sample, timestep, encoder_hidden_states, timestep_cond=None):
-        extra = {"timestep_cond": timestep_cond} if self.with_timestep_cond else {}
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False, **extra)[0]
+        dtype = self.unet.dtype
+        extra = {"timestep_cond": timestep_cond.to(dtype)} if self.with_timestep_cond else {}
+        out = self.unet(sample.to(dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(dtype),
+                        return_dict=False, **extra)[0]
+        return out.float()
 
 
 def unet_identity(components, loras) -> dict:

@@ -45,10 +45,11 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
     openvino = settings.performance.backend == "openvino"
     device = "cpu" if openvino else rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
     dtype, _ = generation_dtype(m.dtype, device, unet_config(source, m.config))  # auto: bf16 only where measured to pay
-    if openvino:  # torch keeps fp32 (the export's source weights); --dtype sets OpenVINO's precision instead
-        import torch
+    if openvino:  # --dtype picks OpenVINO's precision; torch loads the weights (the export's source) in it
+        from ldm_cli.models.backends import openvino_precision, torch_dtype_for
 
-        dtype = torch.float32
+        precision, reason = openvino_precision(m.dtype)
+        dtype = torch_dtype_for(precision)
     check_device(settings.performance, device)
     started = time.perf_counter()
     say(f"loading {source.spec} on {device} ({dtype_name(dtype)})")
@@ -71,12 +72,10 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
             say(f"lora {spec.path.name}: {info.summary()}, scale {spec.scale:g}")
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
     if openvino:  # after LoRA merges and SDPA: the export sees the final weights
-        from ldm_cli.models.backends import openvino_precision
         from ldm_cli.models.openvino_unet import use_openvino
 
-        precision, reason = openvino_precision(m.dtype)
         use_openvino(components, loras, precision, reason, say)
-        say(f"openvino: the UNet runs in OpenVINO at {precision} ({reason}); text encoder and VAE in torch fp32")
+        say(f"openvino: the UNet runs in OpenVINO at {precision} ({reason}); text encoder and VAE in torch {dtype_name(dtype)}")
     return components, device, dtype, time.perf_counter() - started
 
 
