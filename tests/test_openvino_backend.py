@@ -147,3 +147,31 @@ def test_without_the_package_the_user_gets_the_pip_command(tiny_model, tmp_path,
     [line] = result.stderr.strip().splitlines()
     assert line == ("ldm: error: --backend openvino needs the optional openvino package: "
                     "pip install 'ldm-cli[openvino]' (or pip install openvino==2026.4.1)")
+
+
+def test_serve_runs_the_openvino_unet(tiny_model, ov_cache, monkeypatch):
+    """`ldm serve --backend openvino` answers with the torch server's picture (f32, same request)."""
+    pytest.importorskip("openvino", reason=NEEDS_OPENVINO)
+    from serve_helpers import call, pixels_of_b64
+
+    from ldm_cli.models.performance import PerformanceSettings
+    from ldm_cli.pipeline.config import ModelSettings
+    from ldm_cli.serve.server import ServeSettings, serving_in_thread
+
+    monkeypatch.setenv("LDM_CACHE_DIR", str(ov_cache))
+    body = {"prompt": "a red circle on a blue background", "steps": 4, "seed": 3, "sampler_name": "DDIM",
+            "width": 64, "height": 64}
+    answers = {}
+    for backend in ("torch", "openvino"):
+        settings = ServeSettings(model=ModelSettings(model=str(tiny_model), device="cpu", dtype="fp32", offline=True),
+                                 performance=PerformanceSettings(backend=backend), host="127.0.0.1", port=0)
+        with serving_in_thread(settings) as (url, _):
+            status, _, answers[backend] = call(url, "/sdapi/v1/txt2img", body)
+        assert status == 200, answers[backend]
+    torch_picture, ov_picture = (pixels_of_b64(answers[b]["images"][0]).astype(np.int16) for b in ("torch", "openvino"))
+    assert np.abs(torch_picture - ov_picture).max() <= 2
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(answers["openvino"]["images"][0]))) as png:
+        assert json.loads(png.info["ldm"])["backend"]["precision"] == "f32"
