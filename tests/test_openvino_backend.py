@@ -59,6 +59,26 @@ def test_openvino_picture_equals_torch_at_fp32(ldm, tiny_model, ov_cache, monkey
     assert "backend" not in json.loads(Image.open(tmp_path / "torch.png").text["ldm"])
 
 
+
+def test_openvino_takes_the_guidance_embedding_of_an_lcm_unet(ldm, tiny_model, ov_cache, monkeypatch, tmp_path):
+    """A guidance-distilled UNet gets `timestep_cond` (its w embedding): a fourth OpenVINO input."""
+    pytest.importorskip("openvino", reason=NEEDS_OPENVINO)
+    import shutil
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    monkeypatch.setenv("LDM_CACHE_DIR", str(ov_cache))
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "lcm"))
+    config = {k: v for k, v in json.loads((folder / "unet" / "config.json").read_text()).items() if not k.startswith("_")}
+    torch.manual_seed(5)
+    UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 16}).save_pretrained(folder / "unet")
+    common = ("--dtype", "fp32", "--scheduler", "lcm", "--g", "8")
+    _generate(ldm, folder, tmp_path / "torch.png", *common)
+    result = _generate(ldm, folder, tmp_path / "ov.png", *common, "--backend", "openvino")
+    assert "x16 at f32" in result.stderr  # the [1, 16] guidance embedding is an input of the export
+    assert np.abs(_pixels(tmp_path / "torch.png") - _pixels(tmp_path / "ov.png")).max() <= 2
+
 def test_export_is_cached_and_keyed_by_shape_and_lora(ldm, tiny_model, monkeypatch, tmp_path):
     pytest.importorskip("openvino", reason=NEEDS_OPENVINO)
     monkeypatch.setenv("LDM_CACHE_DIR", str(tmp_path / "cache"))
