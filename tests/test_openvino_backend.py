@@ -100,6 +100,11 @@ def test_export_is_cached_and_keyed_by_shape_and_lora(ldm, tiny_model, monkeypat
     assert len(_exports(tmp_path / "cache")) == 3
     assert np.abs(_pixels(tmp_path / "lora.png") - _pixels(tmp_path / "a.png")).max() > 10
     assert not list((tmp_path / "cache" / "openvino").glob(".export-*"))  # no temporary folder left
+    (xml.parent / "unet.bin").write_bytes(b"cut")  # a damaged cache: one line naming the folder to delete
+    damaged = ldm("generate", "a red circle on a blue background", "--model", tiny_model, "--steps", "4", "--seed", "3",
+                  "--out", tmp_path / "c.png", *args)
+    assert damaged.code == 1 and f"the cached OpenVINO export {xml.parent} cannot be read" in damaged.stderr
+    assert not (tmp_path / "c.png").exists()
 
 
 def _lora_file(tiny_model, tmp_path) -> Path:

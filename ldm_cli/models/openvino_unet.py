@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ldm_cli.errors import OutputError, as_os_error, one_line, os_cause
+from ldm_cli.errors import ModelError, OutputError, as_os_error, one_line, os_cause
 from ldm_cli.files.hashing import cache_dir, sha256_files
 from ldm_cli.files.images import process_alive
 
@@ -92,7 +92,11 @@ class OpenVinoUNet:
         core = openvino.Core()
         config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.threads,
                   "PERFORMANCE_HINT": "LATENCY"}
-        return core.compile_model(core.read_model(xml), "CPU", config).create_infer_request()
+        try:
+            return core.compile_model(core.read_model(xml), "CPU", config).create_infer_request()
+        except RuntimeError as exc:  # a cached IR damaged after it was written (a cut copy, a bad disk)
+            raise ModelError(f"the cached OpenVINO export {folder} cannot be read ({one_line(exc)[:200]}); "
+                             "delete that folder and run again to export it afresh") from None
 
 
 def export(unet, inputs, folder: Path, key: dict) -> None:
