@@ -200,3 +200,16 @@ def test_serve_runs_the_openvino_unet(tiny_model, ov_cache, monkeypatch):
 
     with Image.open(io.BytesIO(base64.b64decode(answers["openvino"]["images"][0]))) as png:
         assert json.loads(png.info["ldm"])["backend"]["precision"] == "f32"
+
+
+def test_dry_run_names_the_backend_and_its_precision(ldm, tiny_model):
+    pytest.importorskip("openvino", reason=NEEDS_OPENVINO)
+    plain = ldm("generate", "a cat", "--model", tiny_model, "--dtype", "fp32", "--dry-run")
+    result = ldm("generate", "a cat", "--model", tiny_model, "--dtype", "fp32", "--backend", "openvino", "--dry-run")
+    assert result.code == 0 and "loading" not in result.stderr
+    assert "fp32 (torch); the UNet in OpenVINO at f32" in result.stdout and "'openvino'" in result.stdout
+
+    def peak(text):  # "memory: ~0.40 GiB peak ..." -> the estimate counts OpenVINO's copy of the UNet
+        return next(line for line in text.splitlines() if line.startswith("memory:"))
+
+    assert peak(result.stdout) != peak(plain.stdout)
