@@ -50,8 +50,9 @@ class OpenVinoUNet:
         self.log = log
         self.threads = threads or torch.get_num_threads()
         self.compiled: dict[tuple, object] = {}
-        self.exports = 0  # exports this process made (benchmarks read it)
+        self.exports = 0  # exports this process made, and the time spent (benchmarks read them)
         self.export_seconds = 0.0
+        self.compile_seconds = 0.0  # reading and compiling IRs
 
     def __getattr__(self, name):
         return getattr(self.__dict__["unet"], name)
@@ -92,8 +93,11 @@ class OpenVinoUNet:
         core = openvino.Core()
         config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.threads,
                   "PERFORMANCE_HINT": "LATENCY"}
+        started = time.perf_counter()
         try:
-            return core.compile_model(core.read_model(xml), "CPU", config).create_infer_request()
+            request = core.compile_model(core.read_model(xml), "CPU", config).create_infer_request()
+            self.compile_seconds += time.perf_counter() - started
+            return request
         except RuntimeError as exc:  # a cached IR damaged after it was written (a cut copy, a bad disk)
             raise ModelError(f"the cached OpenVINO export {folder} cannot be read ({one_line(exc)[:200]}); "
                              "delete that folder and run again to export it afresh") from None
