@@ -54,8 +54,11 @@ class OpenVinoUNet:
         self.export_seconds = 0.0
         self.compile_seconds = 0.0  # reading and compiling IRs
 
-    def __getattr__(self, name):
-        return getattr(self.__dict__["unet"], name)
+    def __getattr__(self, name):  # only called for what the stand-in does not define itself
+        unet = self.__dict__.get("unet")
+        if unet is None:  # copy/pickle probe a bare instance before __init__
+            raise AttributeError(name)
+        return getattr(unet, name)
 
     def __call__(self, sample, timestep, encoder_hidden_states=None, return_dict=False, timestep_cond=None, **unused):
         assert not unused, f"the OpenVINO UNet takes no {sorted(unused)}"  # sampling.predict_noise passes none
