@@ -56,8 +56,7 @@ def openvino_precision(dtype: str) -> tuple[str, str]:
     if dtype == "bf16":
         return "bf16", "--dtype bf16"
     core = require_openvino().Core()
-    default = str(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
-    name = "bf16" if "bfloat16" in default or default == "bf16" else "f32"
+    name = "bf16" if core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string() == "bf16" else "f32"
     why = "native bf16 on this CPU" if name == "bf16" else "no native bf16 on this CPU"
     return name, f"auto: OpenVINO's default CPU precision ({why})"
 

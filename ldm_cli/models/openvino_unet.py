@@ -45,7 +45,8 @@ class OpenVinoUNet:
     def __init__(self, unet, identity: dict, precision: str, reason: str = "", log=print, threads: int | None = None):
         self.unet = unet
         self.identity = identity  # weights, LoRAs, versions: the shape-free part of the cache key
-        self.precision = precision
+        self.precision = precision  # asked for (and part of the cache key)
+        self.ran = None  # what the compiled model reports it runs at
         self.reason = reason
         self.log = log
         self.threads = threads or torch.get_num_threads()
@@ -75,8 +76,10 @@ class OpenVinoUNet:
         """What the image metadata says about the backend."""
         import openvino
 
-        return {"name": "openvino", "version": openvino.__version__.split("-")[0], "precision": self.precision,
-                "precision_reason": self.reason}
+        ran = self.ran or self.precision
+        reason = self.reason if ran == self.precision else f"{self.reason}; this CPU ran {ran} instead of {self.precision}"
+        return {"name": "openvino", "version": openvino.__version__.split("-")[0], "precision": ran,
+                "precision_reason": reason}
 
     def _load(self, shapes, inputs):
         import openvino
@@ -98,9 +101,13 @@ class OpenVinoUNet:
                   "PERFORMANCE_HINT": "LATENCY"}
         started = time.perf_counter()
         try:
-            request = core.compile_model(core.read_model(xml), "CPU", config).create_infer_request()
+            compiled = core.compile_model(core.read_model(xml), "CPU", config)
             self.compile_seconds += time.perf_counter() - started
-            return request
+            ran = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # bf16 without native support: f32
+            if ran != self.precision and self.ran is None:
+                self.log(f"openvino: this CPU runs the UNet at {ran}, not {self.precision}")
+            self.ran = ran
+            return compiled.create_infer_request()
         except RuntimeError as exc:  # a cached IR damaged after it was written (a cut copy, a bad disk)
             raise ModelError(f"the cached OpenVINO export {folder} cannot be read ({one_line(exc)[:200]}); "
                              "delete that folder and run again to export it afresh") from None
