@@ -26,6 +26,11 @@ ConfigOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA; generate on a CPU with native bf16: bf16 for SD-sized UNets; else fp32), fp32, fp16 or bf16.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option("--backend", help="What runs the UNet: torch, or openvino (CPU; optional package, exported once and "
+                 "cached; --dtype auto/bf16/fp32 picks its precision)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line per result on stdout.")]
 VariantOpt = Annotated[
     Optional[str],

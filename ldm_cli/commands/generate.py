@@ -10,7 +10,7 @@ import typer
 from ldm_cli.options import (
     AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OfflineOpt, RevisionOpt,
 )
-from ldm_cli.options import EmaOpt, EmbeddingsDirOpt, LoraDirOpt, VaeOpt, VariantOpt
+from ldm_cli.options import BackendOpt, EmaOpt, EmbeddingsDirOpt, LoraDirOpt, VaeOpt, VariantOpt
 
 EXAMPLES = """Examples:
 
@@ -45,6 +45,8 @@ EXAMPLES = """Examples:
   ldm generate "a castle, <lora:pixel-art:0.8>" --lora-dir loras/ --embeddings-dir embeddings/
 
   ldm generate "a lighthouse" --lora tcd-sd15.safetensors --scheduler tcd --steps 4 --tcd-gamma 0.3
+
+  ldm generate "a lighthouse at dusk" --backend openvino      # pip install 'ldm-cli[openvino]' first
 """
 
 
@@ -124,6 +126,7 @@ def generate(
     vae_tiling: Annotated[
         bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")
     ] = False,
+    backend: BackendOpt = "torch",
     vae: VaeOpt = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
@@ -232,7 +235,7 @@ def generate(
         model=model, revision=revision, offline=offline, allow_pickle=allow_pickle, config=config, device=device,
         dtype=dtype, vae=vae, variant=variant, ema=ema,
         lora=lora, lora_dir=lora_dir, embedding=embedding, embeddings_dir=embeddings_dir,
-        compile_unet=compile_unet, offload=offload, channels_last=channels_last, vae_tiling=vae_tiling,
+        compile_unet=compile_unet, offload=offload, channels_last=channels_last, vae_tiling=vae_tiling, backend=backend,
         cache_interval=cache_interval,
         token_merging=token_merging,
     )

@@ -84,5 +84,6 @@ class GenerateFlags:
     offload: bool
     channels_last: bool
     vae_tiling: bool
+    backend: str
     cache_interval: int | None
     token_merging: float | None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ldm_cli.commands.generate_flags import GenerateFlags
 from ldm_cli.pipeline.config import GenerateSettings, ModelSettings, validate_generate
+from ldm_cli.models.backends import check_backend
 from ldm_cli.models.devices import check_device_and_dtype
 from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.models.lora import parse_lora_arg
@@ -47,6 +48,9 @@ def build_settings(flags: GenerateFlags) -> GenerateSettings:
     for flag, text in [("PROMPT", p) for p in prompts] + [("--negative-prompt", values["negative_prompt"])]:
         check_text(flag, text)
     check_device_and_dtype(flags.device, flags.dtype)
+    check_backend(flags.backend, device=flags.device, dtype=flags.dtype, compile=flags.compile_unet,
+                  channels_last=flags.channels_last, cache_interval=values.get("cache_interval", 1) or 1,
+                  attention_maps=flags.attention_maps, token_merging=float(values.get("token_merging") or 0))
     settings = GenerateSettings(
         prompts=prompts,
         negative_prompt=values["negative_prompt"],
@@ -69,7 +73,7 @@ def build_settings(flags: GenerateFlags) -> GenerateSettings:
         resize=flags.resize,
         performance=PerformanceSettings(
             channels_last=flags.channels_last, compile=flags.compile_unet,
-            offload=flags.offload, vae_tiling=flags.vae_tiling,
+            offload=flags.offload, vae_tiling=flags.vae_tiling, backend=flags.backend,
         ),
         dry_run=flags.dry_run,
         **{key: values.get(key) for key in INPAINT_FLAGS},

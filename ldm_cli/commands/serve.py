@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ldm_cli.options import (
-    AllowPickleOpt, ConfigOpt, DeviceOpt, DtypeOpt, EmbeddingsDirOpt, LoraDirOpt, ModelOpt, OfflineOpt, RevisionOpt, VaeOpt,
+    AllowPickleOpt, BackendOpt, ConfigOpt, DeviceOpt, DtypeOpt, EmbeddingsDirOpt, LoraDirOpt, ModelOpt, OfflineOpt, RevisionOpt, VaeOpt,
 )
 
 EXAMPLES = """Examples:
@@ -54,8 +54,10 @@ def serve(
     offload: Annotated[bool, typer.Option("--offload", help="CUDA with little memory: models wait on the CPU, each moves to the GPU to run.")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last (NHWC) memory format for the UNet.")] = False,
     vae_tiling: Annotated[bool, typer.Option("--vae-tiling", help="Decode the VAE in overlapping tiles: bounded memory for large images.")] = False,
+    backend: BackendOpt = "torch",
 ) -> int:
     from ldm_cli.errors import UsageError
+    from ldm_cli.models.backends import check_backend
     from ldm_cli.models.devices import check_device_and_dtype
     from ldm_cli.models import network_files
     from ldm_cli.models.lora import parse_lora_arg
@@ -77,6 +79,7 @@ def serve(
         except ValueError as exc:
             raise UsageError(f"--api-auth: {exc}; write USER:PASSWORD (several: USER1:PW1,USER2:PW2)") from None
     check_device_and_dtype(device, dtype)
+    check_backend(backend, device=device, dtype=dtype, compile=compile_unet, channels_last=channels_last)
     if config is not None and not config.is_dir():
         raise UsageError(f"--config {config}: not a folder of component configs")
     settings = ServeSettings(
@@ -85,7 +88,8 @@ def serve(
         loras=tuple(str(parse_lora_arg(v)) for v in lora or ()),
         lora_dirs=network_files.folders("--lora-dir", tuple(lora_dir or ()), network_files.LORA_DIR_ENV),
         embeddings_dirs=network_files.folders("--embeddings-dir", tuple(embeddings_dir or ()), network_files.EMBEDDINGS_DIR_ENV),
-        performance=PerformanceSettings(channels_last=channels_last, compile=compile_unet, offload=offload, vae_tiling=vae_tiling),
+        performance=PerformanceSettings(channels_last=channels_last, compile=compile_unet, offload=offload, vae_tiling=vae_tiling,
+                                        backend=backend),
         host=host, port=port, credentials=tuple(credentials.items()), insecure=insecure,
         max_queue=max_queue, max_body_mb=max_body_mb, out=out,
     )

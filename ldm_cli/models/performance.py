@@ -7,6 +7,7 @@
     offload       accelerate CPU offload for small GPUs (--offload): each model waits in CPU memory
                   and moves to the GPU only while it runs
     vae_tiling    decode the VAE in overlapping tiles (--vae-tiling): bounded memory for large images
+    backend       torch, or openvino (--backend openvino): OpenVINO runs the UNet (models/backends.py)
 
 Slicing (decoding a batch one image at a time) is what ldm always does, so it has no switch.
 The guidance fast paths live in sampling.py: one batched UNet call for [uncond, cond], and no
@@ -28,9 +29,11 @@ class PerformanceSettings:
     compile: bool = False
     offload: bool = False
     vae_tiling: bool = False
+    backend: str = "torch"  # or "openvino"
 
     def enabled(self) -> list[str]:
-        return [name for name, on in vars(self).items() if on]
+        switches = [name for name, on in vars(self).items() if on is True]
+        return switches + ([self.backend] if self.backend != "torch" else [])
 
 
 def check_device(perf: PerformanceSettings, device: str) -> None:

@@ -104,18 +104,22 @@ class _Hooks:
         return output if self.matching is None else self.matching.unmerge(output)
 
 
-def merges_anything(unet) -> bool:
-    """Whether the UNet has self-attention at full latent resolution (SD1/2 do; some small UNets do not)."""
+def why_nothing_merges(unet) -> str | None:
+    """None when ToMe can merge in this UNet; else why not (it is then off, and the record says 0)."""
     from diffusers.models.attention import BasicTransformerBlock
 
+    if not isinstance(unet, torch.nn.Module):  # OpenVINO's stand-in: hooks would end up in its export
+        return "the UNet runs in OpenVINO (--backend openvino), not in torch"
     outer = [unet.down_blocks[0], unet.up_blocks[-1]]
-    return any(isinstance(m, BasicTransformerBlock) for block in outer for m in block.modules())
+    if not any(isinstance(m, BasicTransformerBlock) for block in outer for m in block.modules()):
+        return "this UNet has no self-attention at full latent resolution, where ToMe merges tokens"
+    return None
 
 
 @contextmanager
 def merging_tokens(unet, ratio: float):
     """Token merging on `unet` for the duration of the block (nothing when ratio is 0); hooks are removed after."""
-    if not ratio:
+    if not ratio or why_nothing_merges(unet):
         yield
         return
     from diffusers.models.attention import BasicTransformerBlock

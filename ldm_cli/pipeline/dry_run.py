@@ -36,10 +36,17 @@ def describe(settings) -> dict:
 
     m = settings.model
     source = resolve_source(m.model, m.revision)
-    device = resolve_device(m.device)
+    openvino = settings.performance.backend == "openvino"
+    device = "cpu" if openvino else resolve_device(m.device)
     check_device(settings.performance, device)
     configs, config_note = read_configs(source, m.config)
     dtype = dtype_name(generation_dtype(m.dtype, device, configs["unet"])[0])  # as txt2img.load_model
+    precision = None
+    if openvino:  # as txt2img.load_model: --dtype picks OpenVINO's precision, torch loads in it
+        from ldm_cli.models.backends import openvino_precision
+
+        precision = openvino_precision(m.dtype)[0]
+        dtype = "bf16" if precision == "bf16" else "fp32"
     factor = 2 ** (len(configs["vae"]["block_out_channels"]) - 1)
     native = configs["unet"]["sample_size"] * factor
     height, width = settings.height or native, settings.width or native
@@ -52,7 +59,12 @@ def describe(settings) -> dict:
     guided = uses_unconditional_pass(guidance) and not configs["unet"].get("time_cond_proj_dim")
     latent = [1, configs["unet"]["in_channels"], height // factor, width // factor]
     perf = settings.performance
-    memory = estimate_memory(configs, count_parameters(configs), latent, height, width, guided, dtype, device, perf)
+    parameters = count_parameters(configs)
+    memory = estimate_memory(configs, parameters, latent, height, width, guided, dtype, device, perf)
+    if precision is not None:  # OpenVINO's compiled copy of the UNet sits beside torch's
+        extra = parameters["unet"] * (2 if precision == "bf16" else 4)
+        memory["parts"]["weights"] += extra
+        memory["peak_bytes"] += extra
     return {
         "prompts": list(settings.prompts),
         "negative_prompt": settings.negative_prompt,
@@ -60,7 +72,7 @@ def describe(settings) -> dict:
         "model_kind": source.kind,
         "configs": config_note,
         "device": device,
-        "dtype": dtype,
+        "dtype": dtype if precision is None else f"{dtype} (torch); the UNet in OpenVINO at {precision}",
         "height": height,
         "width": width,
         "steps": settings.steps,

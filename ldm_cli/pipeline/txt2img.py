@@ -16,7 +16,7 @@ from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
 from ldm_cli.models.performance import apply_fast_paths, check_device, cpu_has_native_bf16
-from ldm_cli.models.token_merging import merges_anything
+from ldm_cli.models.token_merging import why_nothing_merges
 from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
 from ldm_cli.pipeline.recipe import output_size, plan_for_image
 from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
@@ -43,8 +43,14 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
     settings.loras); returns them with the load time."""
     m = settings.model
     source = resolve_source(m.model, m.revision)
-    device = rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
+    openvino = settings.performance.backend == "openvino"
+    device = "cpu" if openvino else rank_device(resolve_device(m.device))  # cuda:LOCAL_RANK under accelerate launch
     dtype, _ = generation_dtype(m.dtype, device, unet_config(source, m.config))  # auto: bf16 only where measured to pay
+    if openvino:  # --dtype picks OpenVINO's precision; torch loads the weights (the export's source) in it
+        from ldm_cli.models.backends import openvino_precision, torch_dtype_for
+
+        precision, reason = openvino_precision(m.dtype)
+        dtype = torch_dtype_for(precision)
     check_device(settings.performance, device)
     started = time.perf_counter()
     say(f"loading {source.spec} on {device} ({dtype_name(dtype)})")
@@ -66,6 +72,11 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
         for spec, info in zip(loras, apply_loras_checked(components.unet, components.text_encoder, loras)):
             say(f"lora {spec.path.name}: {info.summary()}, scale {spec.scale:g}")
     apply_fast_paths(components, device, settings.performance)  # after LoRA merges: compile sees final weights
+    if openvino:  # after LoRA merges and SDPA: the export sees the final weights
+        from ldm_cli.models.openvino_unet import use_openvino
+
+        use_openvino(components, loras, precision, reason, say)
+        say(f"openvino: the UNet runs in OpenVINO at {precision} ({reason}); text encoder and VAE in torch {dtype_name(dtype)}")
     return components, device, dtype, time.perf_counter() - started
 
 
@@ -100,9 +111,9 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         if why:
             say(f"warning: --cache-interval {plan.cache_interval} ignored: this UNet's layout is not SD's ({why}); every step runs in full")
             plan = replace(plan, cache_interval=1)  # the record says what ran
-    if plan.token_merging and not merges_anything(components.unet):
-        say(f"warning: --token-merging {plan.token_merging:g} ignored: this UNet has no self-attention at full "
-            "latent resolution, where ToMe merges tokens")
+    why = why_nothing_merges(components.unet) if plan.token_merging else None
+    if why:
+        say(f"warning: --token-merging {plan.token_merging:g} ignored: {why}")
         plan = replace(plan, token_merging=0.0)  # the record says what ran
     check_hires_size(plan)
     check_timesteps(plan, components.scheduler_config)
@@ -260,6 +271,11 @@ def image_record(settings, components, plan, hashes, device, dtype, result, timi
     )
     chosen, reason = generation_dtype(settings.model.dtype, device, components.unet.config)
     record["dtype_reason"] = reason if chosen == dtype else f"{dtype_name(dtype)}: as the model was loaded"
+    backend = getattr(components.unet, "backend_record", None)  # only the OpenVINO stand-in has one
+    if backend is not None:
+        record["backend"] = backend()
+        record["dtype_reason"] = (f"--backend openvino: text encoder and VAE in torch {dtype_name(dtype)}, "
+                                  f"the UNet in OpenVINO at {record['backend']['precision']}")
     return record
 
 
