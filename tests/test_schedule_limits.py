@@ -17,3 +17,15 @@ def test_leading_spacing_at_every_training_timestep_is_refused(ldm, tiny_model, 
 def test_lcm_beyond_its_original_steps_is_refused(ldm, tiny_model):
     result = ldm("generate", "a cat", "--model", tiny_model, "--steps", "51", "--scheduler", "lcm", "--out", "x.png")
     assert result.code == 2 and "at most 50 steps" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "euler-a", "lms", "heun", "dpm++2m"])
+def test_sigma_samplers_take_every_training_timestep(tiny_model, scheduler):
+    import json
+
+    from ldm_cli.pipeline.generation import SamplingPlan
+    from ldm_cli.pipeline.txt2img import check_timesteps
+
+    config = json.loads((tiny_model / "scheduler" / "scheduler_config.json").read_text())
+    plan = SamplingPlan(height=64, width=64, steps=1000, guidance=7.5, scheduler=scheduler)
+    check_timesteps(plan, config)  # no error: they interpolate their sigmas, t = 1000 included

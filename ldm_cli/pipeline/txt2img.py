@@ -122,8 +122,8 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
 
 def check_timesteps(plan: SamplingPlan, scheduler_config: dict) -> None:
     """A schedule must stay within the model's training timesteps. "leading" spacing with steps_offset 1
-    (SD1's config) at --steps equal to num_train_timesteps would start at timestep T, which no scheduler
-    can index."""
+    (SD1's config) at --steps equal to num_train_timesteps starts at timestep T, which DDPM, DDIM, PLMS,
+    LCM and TCD index their alphas with (the sigma samplers interpolate and are fine)."""
     from ldm_cli.pipeline.schedulers import build_scheduler
 
     scheduler = build_scheduler(plan.scheduler, scheduler_config, plan.schedule_type)
@@ -134,7 +134,7 @@ def check_timesteps(plan: SamplingPlan, scheduler_config: dict) -> None:
     scheduler.set_timesteps(plan.steps)
     last = int(scheduler.config.num_train_timesteps) - 1
     highest = int(scheduler.timesteps.max())
-    if highest > last:
+    if highest > last and not hasattr(scheduler, "sigmas"):  # sigma samplers interpolate; these index by t
         spacing = scheduler_config.get("timestep_spacing", "leading")
         raise UsageError(
             f"--steps {plan.steps}: {plan.scheduler} on this model's schedule ({spacing!r} spacing, steps_offset "
