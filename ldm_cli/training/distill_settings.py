@@ -45,6 +45,8 @@ def validate_distill(s: DistillSettings) -> None:
         raise UsageError(f"--ddim-timesteps {s.ddim_timesteps}: must be between 2 and 1000 (50 is typical)")
     if s.loss_type not in LOSS_TYPES:
         raise UsageError(f"--loss {s.loss_type!r}: choose one of {', '.join(LOSS_TYPES)}")
+    if not 0 < s.ema_decay < 1:
+        raise UsageError(f"--ema-decay {s.ema_decay}: must be between 0 and 1 (0.95 is the LCM paper's)")
     if not (math.isfinite(s.huber_c) and s.huber_c > 0):
         raise UsageError(f"--huber-c {s.huber_c}: must be a finite number > 0 (0.001 is typical)")
     validate_finetune(s)
