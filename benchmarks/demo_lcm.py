@@ -1,12 +1,16 @@
 """The bundled demo-lcm LoRA at 4 LCM steps against the demo model at its 50-step default, same prompts and seeds.
 
     .venv/bin/python -m benchmarks.demo_lcm [--images 240] [--lora demo-lcm] [--steps 4]
+    .venv/bin/python -m benchmarks.demo_lcm --lcm-model runs/demo-lcm-full --out benchmarks/results/demo_lcm_full.json
 
 Both sets go through the library path of `ldm generate --model demo` (txt2img.load_model -> resolve_plan ->
 TextToImage.generate); the LCM set as `--lora demo-lcm --scheduler lcm --steps 4` with no --g (the lcm
 sampler's own guidance for an LCM-LoRA, 1: no CFG pass). Adherence read from the pixels by
 ldm_cli.demo.checker, on benchmarks.demo_adherence's prompt/seed draw. Time per image: the median of each
 set's per-image generation time, measured in this one run.
+
+With --lcm-model the LCM set is that model folder instead (`ldm distill --method full`: its own LCMScheduler
+and w embedding, the lcm sampler's default guidance 8.5 for such a UNet), against the same --model baseline.
 
 Controls: the same step count on the model without the LoRA (lcm sampler at guidance 1, and DDIM with CFG 7.5).
 
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2024, help="seed of the prompt/seed draw (demo_adherence's)")
     parser.add_argument("--model", default="demo")
     parser.add_argument("--lora", default="demo-lcm")
+    parser.add_argument("--lcm-model", default=None, help="an LCM model folder to measure instead of --model + --lora")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--extra-steps", type=int, nargs="*", default=[2, 8], help="also measure LCM at these step counts")
     parser.add_argument("--out", default=str(RESULTS / "demo_lcm.json"))
@@ -67,7 +72,9 @@ def main() -> None:
     jobs = prompts_and_seeds(args.images, args.seed)
     base_components, base = load(args.model, ())
     base_plan = resolve_plan(GenerateSettings(prompts=("",)), base_components)  # 50 steps, guidance 7.5, DDIM
-    lcm_components, lcm = load(args.model, (args.lora,))
+    if args.lcm_model:
+        args.lora = None
+    lcm_components, lcm = load(args.lcm_model or args.model, (args.lora,) if args.lora else ())
     lcm_plans = {steps: resolve_plan(GenerateSettings(prompts=("",), scheduler="lcm", steps=steps, guidance_default=True),
                                      lcm_components) for steps in [args.steps, *args.extra_steps]}
     started = time.perf_counter()
@@ -95,6 +102,7 @@ def main() -> None:
     report = {
         "model": args.model,
         "lora": args.lora,
+        "lcm_model": args.lcm_model,
         "images": len(jobs),
         "baseline": {"settings": {"steps": base_plan.steps, "guidance": base_plan.guidance, "scheduler": base_plan.scheduler},
                      "adherence": accuracy(base_rows), "seconds_per_image_median": round(median_seconds(base_rows), 4),

@@ -1,6 +1,7 @@
-"""`ldm distill` (latent consistency distillation into a LoRA): the objective's pieces against their
-formulas and diffusers' DDIM step, a short run on a tiny real model whose LoRA ldm and diffusers load,
-exact resume, and bundled LoRA names."""
+"""`ldm distill` (latent consistency distillation into a LoRA or a full UNet): the objective's pieces
+against their formulas and diffusers' DDIM step, short runs on a tiny real model whose LoRA or LCM model
+folder ldm and diffusers load (the same pixels as diffusers' LCM pipeline), exact resume, refused flags
+and bundled LoRA names."""
 
 from __future__ import annotations
 
@@ -159,6 +160,98 @@ def test_bundled_lora_names_resolve_and_a_wrong_name_lists_them():
         parse_lora_arg("no-such-lora")
 
 
+FULL_ARGS = ("--method", "full", "--batch-size", "2", "--checkpoint-every", "1", "--keep", "2", "--seed", "3",
+             "--lr", "1e-3")
+
+
+def test_the_full_student_starts_as_the_teacher_for_every_w(tiny_model):
+    from diffusers import UNet2DConditionModel
+
+    from ldm_cli.pipeline.guidance import w_embedding
+    from ldm_cli.training.distillation import lcm_student
+
+    teacher = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")
+    student = lcm_student(teacher)
+    assert student.config.time_cond_proj_dim == 256 and teacher.config.time_cond_proj_dim is None
+    generator = torch.Generator().manual_seed(0)
+    sample, text = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 77, 32, generator=generator)
+    t = torch.tensor([999, 259])
+    with torch.no_grad():
+        expected = teacher(sample, t, encoder_hidden_states=text).sample
+        for w in ((3.0, 15.0), (0.0, 7.5)):
+            got = student(sample, t, encoder_hidden_states=text, timestep_cond=w_embedding(torch.tensor(w), 256)).sample
+            assert torch.equal(got, expected)
+
+
+def test_full_distill_writes_an_lcm_model_that_generates_like_diffusers(ldm, tiny_model, shapes, tmp_path):
+    import json
+
+    import numpy as np
+    from diffusers import LatentConsistencyModelPipeline
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    run = ldm("distill", shapes, "--model", tiny_model, "-o", "full", "--max-steps", "3", *FULL_ARGS)
+    assert run.code == 0, run.stderr
+    out = tmp_path / "full"
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["settings"]["method"] == "full"
+    assert record["distilled"]["into"] == "full UNet" and record["distilled"]["teacher"] == str(tiny_model)
+    assert record["distilled"]["w_embedding_dim"] == 256 and record["settings"]["ema_decay"] == 0.95
+    scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["_class_name"] == "LCMScheduler" and scheduler["original_inference_steps"] == 50
+    # The exported UNet is the EMA target of the last checkpoint, and its w projection has trained.
+    unet = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    target = load_file(str(out / "checkpoints" / "checkpoint-000003" / "ema.safetensors"))
+    assert unet.keys() == {k[len("unet."):] for k in target} and all(torch.equal(unet[k[5:]], v) for k, v in target.items())
+    assert unet["time_embedding.cond_proj.weight"].abs().max() > 0
+    # `--steps 4` alone picks lcm and the w embedding (guidance 8.5); diffusers' LCM pipeline draws the same.
+    made = ldm("generate", "a red circle", "--model", out, "--steps", "4", "--seed", "3", "-o", "a.png")
+    assert made.code == 0, made.stderr
+    settings = json.loads(Image.open(tmp_path / "a.png").text["ldm"])["settings"]
+    assert settings["scheduler"] == "lcm" and settings["guidance"] == 8.5
+    pipe = LatentConsistencyModelPipeline.from_pretrained(out, safety_checker=None, feature_extractor=None,
+                                                          requires_safety_checker=False, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.scheduler).__name__ == "LCMScheduler"
+    ref = pipe("a red circle", num_inference_steps=4, guidance_scale=8.5, height=64, width=64,
+               generator=torch.Generator().manual_seed(3), output_type="np").images[0]
+    ref = (np.clip(ref, 0, 1) * 255).round().astype(np.int16)
+    assert np.abs(np.asarray(Image.open(tmp_path / "a.png").convert("RGB")).astype(np.int16) - ref).max() <= 1
+
+
+def test_full_resume_continues_exactly(ldm, tiny_model, shapes, tmp_path):
+    from safetensors.torch import load_file
+
+    whole = ldm("distill", shapes, "--model", tiny_model, "-o", "whole", "--max-steps", "4", *FULL_ARGS)
+    assert whole.code == 0, whole.stderr
+    first = ldm("distill", shapes, "--model", tiny_model, "-o", "split", "--max-steps", "2", *FULL_ARGS)
+    assert first.code == 0, first.stderr
+    lora = ldm("distill", shapes, "--model", tiny_model, "-o", "split", "--max-steps", "4", "--resume", "latest",
+               *[a for a in FULL_ARGS if a not in ("--method", "full")])
+    assert lora.code == 2 and "--method full" in lora.stderr  # a full run does not resume as a LoRA one
+    resumed = ldm("distill", shapes, "--model", tiny_model, "-o", "split", "--max-steps", "4", "--resume", "latest", *FULL_ARGS)
+    assert resumed.code == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr and "checkpoint-000002" in resumed.stderr
+    for name in ("unet/diffusion_pytorch_model.safetensors", "checkpoints/checkpoint-000004/trainable.safetensors"):
+        a, b = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "split" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--method", "full", "--rank", "4"), "--rank 4: only --method lora uses it; drop it, or pass --method lora"),
+    (("--method", "full", "--alpha", "2"), "--alpha 2: only --method lora uses it"),
+    (("--method", "full", "--lora-format", "kohya"), "--lora-format kohya: only --method lora uses it"),
+    (("--ema-decay", "0.9"), "--ema-decay 0.9: only --method full uses it; drop it, or pass --method full"),
+    (("--method", "full", "--ema-decay", "1"), "--ema-decay 1.0: must be between 0 and 1 (0.95"),
+    (("--method", "dreambooth"), "--method 'dreambooth': choose one of lora, full"),
+])
+def test_flags_of_the_other_method_are_refused(ldm, shapes, args, needle):
+    result = ldm("distill", shapes, "--model", "demo", "-o", "x", *args)
+    assert result.code == 2 and needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_resume_hint_is_an_ldm_distill_command(tmp_path):
     from ldm_cli.training.distill_settings import DistillSettings
     from ldm_cli.training.resume_hint import resume_command
@@ -169,6 +262,8 @@ def test_resume_hint_is_an_ldm_distill_command(tmp_path):
     assert hint.startswith("ldm distill ") and hint.endswith("--resume latest")
     assert "--batch-size 4" in hint and "--w-min 5.5" in hint and "--loss l2" in hint and "--lr 0.0003" in hint
     assert "--caption-dropout" not in hint and "--method" not in hint and "--validation-prompt" not in hint
+    full = resume_command(DistillSettings(data=tmp_path, output=tmp_path / "o", method="full", ema_decay=0.9), "demo", 128)
+    assert "--method full" in full and "--ema-decay 0.9" in full and "--rank" not in full
 
 
 def test_demo_lcm_makes_the_prompted_picture_in_4_steps(ldm, tmp_path):

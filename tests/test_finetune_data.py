@@ -94,6 +94,11 @@ def test_usage_errors_exit_2_with_the_fix(ldm, messy, tmp_path):
         (("finetune", messy, "--caption-dropout", "1.5"), "--caption-dropout"),
         (("finetune", messy, "--resume", tmp_path), "not a complete checkpoint"),
         (("finetune", messy, "--max-steps", "0"), "--max-steps 0"),
+        # a flag only the other --method reads is refused, not silently unused
+        (("finetune", messy, "--method", "full", "--rank", "8"), "--rank 8: only --method lora uses it"),
+        (("finetune", messy, "--method", "full", "--lora-format", "kohya"), "--lora-format kohya: only --method lora"),
+        (("finetune", messy, "--no-ema"), "--no-ema: only --method full uses it; drop it, or pass --method full"),
+        (("finetune", messy, "--ema-decay", "0.99"), "--ema-decay 0.99: only --method full"),
     ]
     for args, message in cases:
         result = ldm(*args)

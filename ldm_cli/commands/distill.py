@@ -1,4 +1,5 @@
-"""`ldm distill`: latent consistency distillation (LCM-LoRA) of a model on a folder of captioned images."""
+"""`ldm distill`: latent consistency distillation of a model into an LCM-LoRA or a full LCM UNet, on a
+folder of captioned images."""
 
 from __future__ import annotations
 
@@ -16,25 +17,31 @@ EXAMPLES = """Examples:
   ldm distill data/ --model demo -o runs/demo-lcm --resume latest
 
   ldm generate "a red circle" --model demo --lora runs/demo-lcm/demo-lcm.safetensors --scheduler lcm --steps 4
+
+  ldm distill data/ --model demo -o runs/demo-lcm-full --method full --max-steps 2000
+
+  ldm generate "a red circle" --model runs/demo-lcm-full --steps 4
 """
 
 
 def register(app: typer.Typer) -> None:
-    app.command("distill", help="Distill a model into a few-step LCM-LoRA (latent consistency distillation).",
+    app.command("distill", help="Distill a model into a few-step LCM-LoRA or LCM model (latent consistency distillation).",
                 epilog=EXAMPLES)(distill)
 
 
 def distill(
     data: Annotated[Path, typer.Argument(help="Folder of images with .txt/.caption sidecars or a metadata.jsonl.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder for the LoRA, checkpoints and logs [default: runs/<DATA name>-lcm].")] = None,
-    rank: Annotated[int, typer.Option("--rank", help="LoRA rank (adapter width).")] = 16,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder for the LoRA or model, checkpoints and logs [default: runs/<DATA name>-lcm].")] = None,
+    method: Annotated[str, typer.Option("--method", help="lora (an LCM-LoRA file) or full (a whole LCM model folder: UNet with a w embedding, EMA target).")] = "lora",
+    rank: Annotated[Optional[int], typer.Option("--rank", help="LoRA rank (adapter width) [default: 16].", show_default=False)] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; the update is scaled by alpha/rank [default: rank].")] = None,
-    lora_format: Annotated[str, typer.Option("--lora-format", help="LoRA file keys: diffusers (peft) or kohya (A1111/ComfyUI).")] = "diffusers",
+    lora_format: Annotated[Optional[str], typer.Option("--lora-format", help="LoRA file keys: diffusers (peft) or kohya (A1111/ComfyUI) [default: diffusers].", show_default=False)] = None,
+    ema_decay: Annotated[Optional[float], typer.Option("--ema-decay", help="--method full: decay of the EMA target network [default: 0.95].", show_default=False)] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps to train [default: 1000, or --epochs].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the data (stops at --max-steps if that comes first).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch per process.")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.")] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-4,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate [default: 1e-4 lora, 1e-5 full].", show_default=False)] = None,
     lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant or cosine (after the warm-up).")] = "constant",
     lr_warmup: Annotated[int, typer.Option("--lr-warmup", help="Steps of linear learning-rate warm-up.")] = 0,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Clip the gradient norm to this.")] = 1.0,
@@ -57,10 +64,12 @@ def distill(
 ) -> int:
     from ldm_cli.pipeline.config import ModelSettings
     from ldm_cli.training.distill_settings import DistillSettings, validate_distill
+    from ldm_cli.training.settings import method_options
 
     settings = DistillSettings(
-        data=data, output=output or Path("runs") / f"{data.resolve().name or 'distill'}-lcm", method="lora", rank=rank,
-        alpha=alpha, lora_format=lora_format, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+        data=data, output=output or Path("runs") / f"{data.resolve().name or 'distill'}-lcm", method=method,
+        **method_options(method, rank=rank, alpha=alpha, lora_format=lora_format, ema_decay=ema_decay),
+        max_steps=max_steps, epochs=epochs, batch_size=batch_size,
         grad_accum=grad_accum, lr=lr, lr_schedule=lr_schedule, lr_warmup=lr_warmup, max_grad_norm=max_grad_norm,
         resolution=resolution, seed=seed, caption_dropout=0.0, mixed_precision=mixed_precision,
         checkpoint_every=checkpoint_every, keep=keep, resume=resume, validation_prompts=(),

@@ -33,9 +33,9 @@ def finetune(
     check: Annotated[bool, typer.Option("--check", help="Only scan the data and print the report; train nothing.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Abort if the report lists any bad item or warning.")] = False,
     method: Annotated[str, typer.Option("--method", help="lora (small adapter file) or full (whole UNet, with EMA).")] = "lora",
-    rank: Annotated[int, typer.Option("--rank", help="LoRA rank (adapter width).")] = 16,
+    rank: Annotated[Optional[int], typer.Option("--rank", help="LoRA rank (adapter width) [default: 16].", show_default=False)] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; the update is scaled by alpha/rank [default: rank].")] = None,
-    lora_format: Annotated[str, typer.Option("--lora-format", help="LoRA file keys: diffusers (peft) or kohya (A1111/ComfyUI).")] = "diffusers",
+    lora_format: Annotated[Optional[str], typer.Option("--lora-format", help="LoRA file keys: diffusers (peft) or kohya (A1111/ComfyUI) [default: diffusers].", show_default=False)] = None,
     train_text_encoder: Annotated[bool, typer.Option("--train-text-encoder", help="Also train the CLIP text encoder (LoRA or full).")] = False,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps to train [default: 1000, or --epochs].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the data (stops at --max-steps if that comes first).")] = None,
@@ -54,7 +54,7 @@ def finetune(
     noise_offset: Annotated[float, typer.Option("--noise-offset", help="Offset noise strength (0.05-0.1 helps very dark/bright images).")] = 0.0,
     caption_dropout: Annotated[Optional[float], typer.Option("--caption-dropout", help="Chance of training a sample with an empty caption [default: 0.1 full, 0 lora].")] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Full fine-tuning: export the raw weights instead of their EMA.")] = False,
-    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay for full fine-tuning.")] = 0.9999,
+    ema_decay: Annotated[Optional[float], typer.Option("--ema-decay", help="EMA decay for full fine-tuning [default: 0.9999].", show_default=False)] = None,
     mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="no, fp16 (CUDA) or bf16.")] = "no",
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations to save memory.")] = False,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a resumable checkpoint every N steps.")] = 500,
@@ -70,15 +70,17 @@ def finetune(
     config: ConfigOpt = None,
 ) -> int:
     from ldm_cli.pipeline.config import ModelSettings
-    from ldm_cli.training.settings import FinetuneSettings, validate_finetune
+    from ldm_cli.training.settings import FinetuneSettings, method_options, validate_finetune
 
     settings = FinetuneSettings(
-        data=data, output=output or Path("runs") / (data.resolve().name or "finetune"), method=method, rank=rank,
-        alpha=alpha, lora_format=lora_format, train_text_encoder=train_text_encoder, max_steps=max_steps,
+        data=data, output=output or Path("runs") / (data.resolve().name or "finetune"), method=method,
+        **method_options(method, rank=rank, alpha=alpha, lora_format=lora_format, ema=False if no_ema else None,
+                         ema_decay=ema_decay),
+        train_text_encoder=train_text_encoder, max_steps=max_steps,
         epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lr_schedule=lr_schedule,
         lr_warmup=lr_warmup, max_grad_norm=max_grad_norm, resolution=resolution, crop=crop, flip=flip,
         buckets=not no_buckets, seed=seed, snr_gamma=snr_gamma, noise_offset=noise_offset,
-        caption_dropout=caption_dropout, ema=not no_ema, ema_decay=ema_decay, mixed_precision=mixed_precision,
+        caption_dropout=caption_dropout, mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, keep=keep,
         resume=resume, validate_every=validate_every, validation_prompts=_validation_prompts(validation_prompt),
         validation_steps=validation_steps, check_only=check, strict=strict,

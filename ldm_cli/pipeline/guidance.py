@@ -21,15 +21,26 @@ def guidance_embedding(guidance_scale: float, dim: int):
     eps_c + w (eps_c - eps_u) while our --guidance is eps_u + g (eps_c - eps_u). The embedding is the
     VDM one (sin/cos of w*1000 at log-spaced frequencies), as diffusers' LCM pipeline computes it.
     """
+    import torch
+
+    return _sinusoidal(torch.tensor([(guidance_scale - 1) * 1000.0]), dim)
+
+
+def w_embedding(w, dim: int):
+    """[B, dim] the same embedding for a batch of w (a float tensor [B]), as `ldm distill` trains it."""
+    return _sinusoidal(w.float() * 1000.0, dim)
+
+
+def _sinusoidal(scaled, dim: int):
     import math
 
     import torch
 
     half = dim // 2
     freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
-    angles = torch.tensor([(guidance_scale - 1) * 1000.0])[:, None] * freqs[None, :]
+    angles = scaled[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-    return torch.nn.functional.pad(emb, (0, dim % 2))  # [1, dim]
+    return torch.nn.functional.pad(emb, (0, dim % 2))  # [B, dim]
 
 
 LCM_DISTILLED_GUIDANCE = 8.5  # diffusers' LatentConsistencyModelPipeline default for LCM-distilled UNets

@@ -16,15 +16,16 @@ class DistillSettings(FinetuneSettings):
     ddim_timesteps: int = 50  # solver steps N (the LCM sampler's original_inference_steps)
     loss_type: str = "huber"
     huber_c: float = 0.001
+    ema_decay: float = 0.95  # --method full: the EMA target network's decay (the LCM paper's mu)
 
     command = "ldm distill"
-    fixed_fields = ("method", "caption_dropout", "validation_prompts")  # not options of `ldm distill`
+    fixed_fields = ("caption_dropout", "validation_prompts")  # not options of `ldm distill`
 
-    def objective(self, scheduler):
-        from ldm_cli.training.lcm import LcmObjective
+    def distillation(self, components):
+        """The trainer's hook: the objective's networks (and for `full`, the student swapped in)."""
+        from ldm_cli.training.distillation import Distillation
 
-        return LcmObjective(scheduler.config, scheduler.alphas_cumprod, self.ddim_timesteps, self.w_min,
-                            self.w_max, self.loss_type, self.huber_c)
+        return Distillation(self, components)
 
     @property
     def lora_metadata(self) -> dict[str, str]:
@@ -44,8 +45,8 @@ def validate_distill(s: DistillSettings) -> None:
         raise UsageError(f"--ddim-timesteps {s.ddim_timesteps}: must be between 2 and 1000 (50 is typical)")
     if s.loss_type not in LOSS_TYPES:
         raise UsageError(f"--loss {s.loss_type!r}: choose one of {', '.join(LOSS_TYPES)}")
+    if not 0 < s.ema_decay < 1:
+        raise UsageError(f"--ema-decay {s.ema_decay}: must be between 0 and 1 (0.95 is the LCM paper's)")
     if not (math.isfinite(s.huber_c) and s.huber_c > 0):
         raise UsageError(f"--huber-c {s.huber_c}: must be a finite number > 0 (0.001 is typical)")
-    if s.method != "lora":
-        raise UsageError(f"--method {s.method!r}: ldm distill trains a LoRA (lora)")
     validate_finetune(s)

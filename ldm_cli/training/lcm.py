@@ -6,8 +6,12 @@
     student:  f(z_s, s) = c_skip(s) z_s + c_out(s) x0_pred(student(z_s, s))
     teacher:  x0, eps = cond + w (cond - uncond) of the frozen model (LoRA disabled), at s
               z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps           (one DDIM step s -> t)
-    target:   f(z_t, t) of the same LoRA'd student, without gradient (LCM-LoRA keeps no EMA target)
+    target:   f(z_t, t) of the target network, without gradient: the same LoRA'd student (LCM-LoRA
+              keeps no EMA target), or for a full student its EMA (distill_full.py)
     loss = huber(f(z_s, s) - target) or l2
+
+A full student also gets w itself as `timestep_cond` (the guidance embedding), student and target alike;
+the teacher never does.
 
 c_skip(t) = sd^2 / ((10 t)^2 + sd^2), c_out(t) = 10 t / sqrt((10 t)^2 + sd^2), sd = 0.5: at t = 0 the
 consistency function is the identity (the boundary condition), as diffusers' LCMScheduler assumes with
@@ -15,6 +19,8 @@ timestep_scaling 10. v-prediction and epsilon teachers are both read as (x0, eps
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -77,54 +83,62 @@ def consistency_loss(prediction: torch.Tensor, target: torch.Tensor, loss_type: 
 
 
 class LcmObjective:
-    """One LCD loss per batch; `unet` carries the trainable LoRA, `teacher` disables it (a context)."""
+    """One LCD loss per batch. `networks` gives the frozen teacher (a context) and the target network;
+    with `w_embedding_dim` the student and the target get w as `timestep_cond`."""
 
     def __init__(self, scheduler_config, alphas_cumprod: torch.Tensor, ddim_timesteps: int, w_min: float,
-                 w_max: float, loss_type: str = "huber", huber_c: float = 0.001):
+                 w_max: float, loss_type: str = "huber", huber_c: float = 0.001, w_embedding_dim: int | None = None):
         self.prediction_type = scheduler_config["prediction_type"]
         self.alphas_cumprod = alphas_cumprod.float()
         self.solver = DDIMSolver(alphas_cumprod, scheduler_config["num_train_timesteps"], ddim_timesteps)
         self.w_min, self.w_max, self.loss_type, self.huber_c = w_min, w_max, loss_type, huber_c
+        self.w_embedding_dim = w_embedding_dim
 
-    def _f(self, unet, sample, timesteps, embeddings) -> torch.Tensor:
+    def _f(self, unet, sample, timesteps, embeddings, w_cond) -> torch.Tensor:
         """The consistency function f(z, t) = c_skip z + c_out x0(z, t)."""
-        output = unet(sample, timesteps, encoder_hidden_states=embeddings, return_dict=False)[0]
+        extra = {} if w_cond is None else {"timestep_cond": w_cond}
+        output = unet(sample, timesteps, encoder_hidden_states=embeddings, return_dict=False, **extra)[0]
         x0, _ = to_x0_eps(output.float(), sample, self.alphas_cumprod, timesteps, self.prediction_type)
         c_skip, c_out = boundary_scalings(timesteps)
         return _column(c_skip, sample) * sample + _column(c_out, sample) * x0
 
-    def __call__(self, unet, target_unet, teacher, latents, embeddings, uncond, generator) -> torch.Tensor:
+    def __call__(self, unet, networks, latents, embeddings, uncond, generator) -> torch.Tensor:
+        from ldm_cli.pipeline.guidance import w_embedding
+
         batch = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         index = torch.randint(0, len(self.solver.timesteps), (batch,), generator=generator)
         start = self.solver.timesteps[index].to(latents.device)
         end = self.solver.previous(index).to(latents.device)
         w = (self.w_max - self.w_min) * torch.rand(batch, generator=generator) + self.w_min
+        w_cond = None if self.w_embedding_dim is None else w_embedding(w, self.w_embedding_dim).to(latents)  # [B, D]
         abar = self.alphas_cumprod.to(latents.device)[start]
         noisy = _column(abar.sqrt(), latents) * latents + _column((1 - abar).sqrt(), latents) * noise
 
-        prediction = self._f(unet, noisy, start, embeddings)
+        prediction = self._f(unet, noisy, start, embeddings, w_cond)
         with torch.no_grad():
-            with teacher():
+            with networks.teacher() as teacher:
                 both = torch.cat([embeddings, uncond])
-                out = target_unet(torch.cat([noisy, noisy]), torch.cat([start, start]),
-                                  encoder_hidden_states=both, return_dict=False)[0].float()
+                out = teacher(torch.cat([noisy, noisy]), torch.cat([start, start]),
+                              encoder_hidden_states=both, return_dict=False)[0].float()
             x0, eps = to_x0_eps(out, torch.cat([noisy, noisy]), self.alphas_cumprod, torch.cat([start, start]),
                                 self.prediction_type)
             (x0_c, x0_u), (eps_c, eps_u), wc = x0.chunk(2), eps.chunk(2), _column(w, latents)
             x_prev = self.solver.step(x0_c + wc * (x0_c - x0_u), eps_c + wc * (eps_c - eps_u), index.to(latents.device))
-            target = self._f(target_unet, x_prev, end, embeddings)
+            target = self._f(networks.target, x_prev, end, embeddings, w_cond)
         return consistency_loss(prediction, target, self.loss_type, self.huber_c)
 
 
-class adapters_off:
-    """Within: the UNet without its LoRA (the teacher); the adapters train again after."""
+class LoraNetworks:
+    """LCM-LoRA: the teacher is the UNet with its adapters off; the target is the LoRA'd student itself."""
 
     def __init__(self, unet):
-        self.unet = unet
+        self.target = unet
 
-    def __enter__(self):
-        self.unet.disable_adapters()
-
-    def __exit__(self, *exc):
-        self.unet.enable_adapters()
+    @contextlib.contextmanager
+    def teacher(self):
+        self.target.disable_adapters()
+        try:
+            yield self.target
+        finally:
+            self.target.enable_adapters()

@@ -80,8 +80,12 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
     return path
 
 
-def save_full_model(output: Path, components, unet, text_encoder, unet_weights: dict | None) -> None:
-    """A diffusers folder at `output`; model_index.json is written last, so it marks a complete model."""
+def save_full_model(output: Path, components, unet, text_encoder, unet_weights: dict | None,
+                    scheduler_config: dict | None = None, pipeline_class: str | None = None) -> None:
+    """A diffusers folder at `output`; model_index.json is written last, so it marks a complete model.
+
+    `scheduler_config` replaces the model's own (an LCM student names LCMScheduler), and model_index.json
+    then names its class and `pipeline_class`, so diffusers' from_pretrained builds the same."""
     from ldm_cli.models.loading import SD15_CONFIG_DIR
     from ldm_cli.models.text_encoder_names import save_text_encoder
 
@@ -103,14 +107,18 @@ def save_full_model(output: Path, components, unet, text_encoder, unet_weights: 
     tokenizer = source / "tokenizer" if source is not None and (source / "tokenizer").is_dir() else SD15_CONFIG_DIR / "tokenizer"
     shutil.copytree(tokenizer, staging / "tokenizer")  # the same vocab.json/merges.txt the model came with
     (staging / "scheduler").mkdir()
-    (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(components.scheduler_config, indent=2))
+    scheduler_config = scheduler_config or components.scheduler_config
+    (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2))
     give_normal_mode(staging)  # safetensors writes 0600; the model folder is shared like any other
     (output / "model_index.json").unlink(missing_ok=True)
     for name in ("unet", "text_encoder", "vae", "tokenizer", "scheduler"):
         if (output / name).exists():
             shutil.rmtree(output / name)
         os.replace(staging / name, output / name)
-    shutil.copy(SD15_CONFIG_DIR / "model_index.json", staging / "model_index.json")
+    index = json.loads((SD15_CONFIG_DIR / "model_index.json").read_text())
+    if pipeline_class:
+        index.update(_class_name=pipeline_class, scheduler=["diffusers", scheduler_config["_class_name"]])
+    (staging / "model_index.json").write_text(json.dumps(index, indent=2))
     give_normal_mode(staging / "model_index.json")
     os.replace(staging / "model_index.json", output / "model_index.json")
     shutil.rmtree(staging, ignore_errors=True)

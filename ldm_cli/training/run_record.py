@@ -16,7 +16,8 @@ from pathlib import Path
 from ldm_cli.training.settings import FinetuneSettings
 
 
-def write_run_files(s: FinetuneSettings, report, components, resolution: int) -> None:
+def write_run_files(s: FinetuneSettings, report, components, resolution: int, distilled: dict | None = None) -> None:
+    """`distilled`: what `ldm distill` made of which model (training.distillation.Distillation.record)."""
     from ldm_cli.errors import write_error
 
     try:
@@ -27,6 +28,8 @@ def write_run_files(s: FinetuneSettings, report, components, resolution: int) ->
     record = {"status": "running", "command": getattr(s, "command", "ldm finetune"), "pid": os.getpid(), "settings": s.to_record(),
               "resolution": resolution, "model": {"spec": components.source.spec, "kind": components.source.kind},
               "data": report.to_dict()}
+    if distilled is not None:
+        record["distilled"] = distilled
     write_json(s.output / "run.json", record)
 
 

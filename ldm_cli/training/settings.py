@@ -86,6 +86,22 @@ class FinetuneSettings:
         return record
 
 
+METHOD_OF_OPTION = {"rank": "lora", "alpha": "lora", "lora_format": "lora", "ema": "full", "ema_decay": "full"}
+
+
+def method_options(method: str, **options) -> dict:
+    """The --method-specific options that were given (None: not given), as settings fields. One that
+    only the other method uses is refused (exit 2) rather than silently unused: --rank with full..."""
+    given = {name: value for name, value in options.items() if value is not None}
+    for name, value in given.items():
+        owner = METHOD_OF_OPTION[name]
+        if method in METHODS and method != owner:
+            flag = "--no-ema" if name == "ema" else "--" + name.replace("_", "-")
+            shown = flag if isinstance(value, bool) else f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+            raise UsageError(f"{shown}: only --method {owner} uses it; drop it, or pass --method {owner}")
+    return given
+
+
 def validate_finetune(s: FinetuneSettings) -> None:
     """Every check that needs no model; raises UsageError naming the flag, the value and the fix."""
     if not s.data.is_dir():

@@ -55,7 +55,8 @@ class Run:
     last_checkpoint: Path | None = None
     stop_signal: list = field(default_factory=list)
     recording: bool = False  # this process wrote run.json, so it records how the run ends
-    objective: object = None  # None: DDPM's loss; else a callable such as training.lcm.LcmObjective (`ldm distill`)
+    distill: object = None  # `ldm distill`: a training.distillation.Distillation
+    objective: object = None  # None: DDPM's loss; else training.lcm.LcmObjective (`ldm distill`)
 
 
 def train(settings: FinetuneSettings) -> int:
@@ -63,7 +64,8 @@ def train(settings: FinetuneSettings) -> int:
     try:
         resume(run)  # a refused resume raises here, before any record of the run is touched
         if run.accelerator.is_main_process:
-            write_run_files(settings, run.report, run.components, settings.resolution or run.components.native_size)
+            write_run_files(settings, run.report, run.components, settings.resolution or run.components.native_size,
+                            run.distill.record() if run.distill else None)
             run.recording = True
         interrupted = loop(run)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint of this step
@@ -120,16 +122,17 @@ def setup(s: FinetuneSettings) -> Run:
                         s.train_text_encoder, cache)
     with accelerator.main_process_first():  # the main process fills the disk cache, the others read it
         _precompute(accelerator, latents, captions, report)
-    unet, text_encoder, params, ema = _trainable(s, components, accelerator)
+    make_distillation = getattr(s, "distillation", None)  # DistillSettings: for `full` it swaps the student in
+    distill = make_distillation(components) if make_distillation else None
+    unet, text_encoder, params, ema = _trainable(s, components, accelerator, distill)
     optimizer = torch.optim.AdamW(list(params.values()), lr=s.learning_rate, weight_decay=1e-2)
     plan = BatchPlan(report.items, s.batch_size, s.seed)
     max_steps = _max_steps(s, plan.per_epoch, accelerator.num_processes)
     unet, text_encoder, optimizer = _prepare(accelerator, s, unet, text_encoder, optimizer)
     generator = torch.Generator().manual_seed(s.seed * 7919 + accelerator.process_index)
     run = Run(s, accelerator, components, report, DDPMScheduler.from_config(components.scheduler_config), latents, captions,
-              plan, unet, text_encoder, params, optimizer, ema, generator, max_steps)
-    make_objective = getattr(s, "objective", None)  # DistillSettings.objective
-    run.objective = make_objective(run.scheduler) if make_objective else None
+              plan, unet, text_encoder, params, optimizer, ema, generator, max_steps, distill=distill)
+    run.objective = distill.objective(run.scheduler) if distill else None
     install_signals(run)
     return run
 
@@ -160,8 +163,9 @@ def _precompute(accelerator, latents, captions, report) -> None:
     captions.precompute(item.caption for item in report.items)
 
 
-def _trainable(s: FinetuneSettings, components, accelerator):
-    """Freeze what does not train; add LoRA adapters or unfreeze the UNet. Returns models, params, EMA."""
+def _trainable(s: FinetuneSettings, components, accelerator, distill=None):
+    """Freeze what does not train; add LoRA adapters or unfreeze the UNet. Returns models, params, EMA
+    (for a full distillation: its target network)."""
     from ldm_cli.training.ema import EMA
     from ldm_cli.training.methods import TEXT_TARGETS, UNET_TARGETS, add_lora, trainable_parameters
 
@@ -183,7 +187,10 @@ def _trainable(s: FinetuneSettings, components, accelerator):
     text_encoder.train(s.train_text_encoder)
     params = {f"unet.{k}": v for k, v in trainable_parameters(unet).items()}
     params.update({f"text_encoder.{k}": v for k, v in trainable_parameters(text_encoder).items()})
-    ema = EMA(params, s.ema_decay) if s.method == "full" and s.ema else None
+    if distill is not None:
+        ema = distill.target_ema(unet, params)
+    else:
+        ema = EMA(params, s.ema_decay) if s.method == "full" and s.ema else None
     count = sum(p.numel() for p in params.values())
     say_main(accelerator, f"training {count:,} parameters ({s.method}"
              + (f", rank {s.rank}, alpha {s.lora_alpha:g}" if s.method == "lora" else "")
@@ -319,11 +326,10 @@ def train_step(run: Run) -> tuple[float, str | None]:
                     stack.enter_context(acc.no_sync(model))
             embeddings = run.captions.batch(captions, acc.device)  # [B, 77, D]
             if run.objective is not None:
-                from ldm_cli.training.lcm import adapters_off
-
-                inner = acc.unwrap_model(run.unet)
                 uncond = run.captions.batch([""] * len(indices), acc.device)
-                loss = run.objective(run.unet, inner, lambda: adapters_off(inner), latents, embeddings, uncond, run.generator)
+                with acc.autocast():  # the teacher and target are not prepared modules
+                    loss = run.objective(run.unet, run.distill.networks(acc.unwrap_model(run.unet)), latents,
+                                         embeddings, uncond, run.generator)
             else:
                 loss = diffusion_loss(run.unet, run.scheduler, latents, embeddings, run.generator, s.snr_gamma, s.noise_offset)
             acc.backward(loss / s.grad_accum)
@@ -404,7 +410,8 @@ def export(run: Run) -> None:
             ema = None
             if run.ema is not None:
                 ema = {k[len("unet."):]: v for k, v in run.ema.state_dict().items() if k.startswith("unet.")}
-            save_full_model(s.output, run.components, unet, text_encoder, ema)
+            save_full_model(s.output, run.components, unet, text_encoder, ema,
+                            **(run.distill.export(run.components.scheduler_config) if run.distill else {}))
             result = s.output
         finish_run_file(s, run, result, grid)
         say(run, f"saved {result}")

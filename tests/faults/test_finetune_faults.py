@@ -1,4 +1,5 @@
-"""`ldm finetune` under kill -9 (also during checkpoint writes), SIGINT/SIGTERM, refused resumes."""
+"""`ldm finetune` (and `ldm distill --method full`) under kill -9 (also during checkpoint writes),
+SIGINT/SIGTERM, refused resumes."""
 
 from __future__ import annotations
 
@@ -134,6 +135,29 @@ def test_sigterm_records_interrupted_and_its_hint_resumes_when_pasted(tmp_path, 
     result = ldm(*words[1:], cwd=tmp_path)  # exactly what the user would paste
     assert result.code == 0 and f"resumed from {record['last_checkpoint']}" in result.stderr, result.stderr[-2000:]
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_full_distill_sigterm_checkpoints_student_and_target_and_its_hint_resumes(tmp_path, tiny_model, shapes_data):
+    run = tmp_path / "run"
+    process = _start("distill", shapes_data, "--model", tiny_model, "-o", run, "--method", "full", "--max-steps", "40",
+                     "--checkpoint-every", "1000", "--batch-size", "2", "--ema-decay", "0.9", cwd=tmp_path)
+    _wait_for_steps(process, run, 2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["distilled"]["into"] == "full UNet"
+    checkpoint = Path(record["last_checkpoint"])
+    student, target = load_file(str(checkpoint / "trainable.safetensors")), load_file(str(checkpoint / "ema.safetensors"))
+    assert student.keys() == target.keys() and "unet.time_embedding.cond_proj.weight" in student
+    assert not (run / "model_index.json").exists() and not partial_files(run)  # no model folder until it finishes
+    hint = next(line for line in stderr.splitlines() if "continue with: " in line).split("continue with: ", 1)[1]
+    words = shlex.split(hint)
+    assert words[:2] == ["ldm", "distill"] and "--method full" in hint and "--ema-decay 0.9" in hint
+    result = ldm(*words[1:], cwd=tmp_path)  # exactly what the user would paste
+    assert result.code == 0 and f"resumed from {checkpoint}" in result.stderr, result.stderr[-2000:]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert json.loads((run / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "LCMScheduler"
 
 
 def test_repeated_ctrl_c_stops_at_once_without_a_traceback(tmp_path, tiny_model, shapes_data):
