@@ -26,7 +26,7 @@ from ldm_cli.explain import elbo
 from ldm_cli.explain.classify import ClassifyPlan, classify
 from ldm_cli.explain.loaded import image_latents, load_model
 from ldm_cli.pipeline.config import ModelSettings
-from ldm_cli.pipeline.text import encode_prompts
+from ldm_cli.pipeline.prompts.text import encode_prompts
 
 RESULTS = Path(__file__).parent / "results" / "classify.json"
 ATTRIBUTES = ("colour", "shape", "background")

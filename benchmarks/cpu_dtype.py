@@ -31,7 +31,7 @@ def demo(images: int, seed: int) -> dict:
     from ldm_cli.models.performance import PerformanceSettings, apply_fast_paths
     from ldm_cli.pipeline.config import GenerateSettings
     from ldm_cli.pipeline.generation import TextToImage
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
     from ldm_cli.pipeline.txt2img import resolve_plan
 
     torch.set_num_threads(1)
@@ -62,7 +62,7 @@ def sd15(sizes: list[int], repeats: int, seeds: int) -> dict:
     from benchmarks.models import sd15_folder
     from ldm_cli.models.loading import load_components, resolve_source
     from ldm_cli.models.performance import PerformanceSettings, apply_fast_paths
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
 
     torch.set_num_threads(torch.get_num_threads())
     folder = sd15_folder()

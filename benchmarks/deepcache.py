@@ -1,4 +1,4 @@
-"""What `--cache-interval N` (DeepCache, pipeline/deepcache.py) buys and costs, in one run.
+"""What `--cache-interval N` (DeepCache, pipeline/loop/deepcache.py) buys and costs, in one run.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.deepcache [--images 24] [--sizes 256,512]
 
@@ -32,7 +32,7 @@ INTERVALS = (1, 2, 3, 5)
 def demo_quality(images: int, seed: int) -> dict:
     from benchmarks.demo_adherence import accuracy, load_maker, prompts_and_seeds, run_set
     from ldm_cli.pipeline.config import GenerateSettings
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
     from ldm_cli.pipeline.txt2img import resolve_plan
 
     torch.set_num_threads(1)  # the demo UNet is narrow: one thread (as demo_adherence.py)
@@ -75,7 +75,7 @@ def sd15_unet():
 
 
 def sd15_speed(sizes: list[int], repeats: int) -> dict:
-    from ldm_cli.pipeline.deepcache import CachedUNet
+    from ldm_cli.pipeline.loop.deepcache import CachedUNet
 
     torch.set_num_threads(2)
     unet = sd15_unet()
@@ -114,8 +114,8 @@ def sd15_loop(unet, size: int, steps: int = 3, repeats: int = 2) -> dict:
     from diffusers import DDIMScheduler
 
     from ldm_cli.models.loading import SD15_CONFIG_DIR
-    from ldm_cli.pipeline.deepcache import cached_unet
-    from ldm_cli.pipeline.sampling import Conditioning, denoise
+    from ldm_cli.pipeline.loop.deepcache import cached_unet
+    from ldm_cli.pipeline.loop.sampling import Conditioning, denoise
 
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(1, 4, size // 8, size // 8, generator=g)

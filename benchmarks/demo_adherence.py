@@ -96,7 +96,7 @@ def cli_round_trip_psnr(model: str, count: int = 32, seed: int = 123) -> dict:
 
     from PIL import Image
 
-    from ldm_cli.pipeline.quality import psnr
+    from ldm_cli.pipeline.codec.quality import psnr
 
     rng = random.Random(seed)
     images = render_array([random_scene(rng, allow_held_out=True) for _ in range(count)])

@@ -14,7 +14,7 @@ import json
 
 from benchmarks.demo_adherence import RESULTS, accuracy, load_maker, prompts_and_seeds, run_set
 from ldm_cli.pipeline.config import GenerateSettings
-from ldm_cli.pipeline.schedulers import SCHEDULERS
+from ldm_cli.pipeline.loop.schedulers import SCHEDULERS
 from ldm_cli.pipeline.txt2img import resolve_plan
 
 

@@ -22,7 +22,7 @@ import time
 from benchmarks.demo_adherence import RESULTS, accuracy, prompts_and_seeds, run_set
 from benchmarks.demo_lcm import _cpu_name, load, median_seconds
 from ldm_cli.pipeline.config import GenerateSettings
-from ldm_cli.pipeline.recipe import RecipeSettings
+from ldm_cli.pipeline.records.recipe import RecipeSettings
 from ldm_cli.pipeline.txt2img import resolve_plan
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ldm_cli.reference import reference_pipeline
-from ldm_cli.pipeline import latents as latent_ops
+from ldm_cli.pipeline.codec import latents as latent_ops
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 
 PROMPT = "a red circle on a blue background"

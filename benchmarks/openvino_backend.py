@@ -90,7 +90,7 @@ def main() -> None:
 
     from benchmarks.deepcache import cpu_name
     from benchmarks.models import sd15_folder, tiny_folder
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)

@@ -31,7 +31,7 @@ from benchmarks.models import ModelCase, cases
 from benchmarks.report import write_chart, write_table
 from ldm_cli.models.loading import load_components, quiet_library_logs, read_scheduler_config, resolve_source
 from ldm_cli.models.performance import PerformanceSettings, apply_fast_paths, compile_unet, use_classic_attention, use_sdpa
-from ldm_cli.pipeline.schedulers import name_for_class
+from ldm_cli.pipeline.loop.schedulers import name_for_class
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -216,10 +216,10 @@ def compiled(case: ModelCase, scheduler, reference_components) -> dict:
 
 def preview_cost(components, latent: int, step_s: float, steps: int) -> dict:
     """--save-intermediates preview: fitting the map once plus one cheap frame per step, vs the loop."""
-    from ldm_cli.pipeline.intermediates import IntermediateRecorder
-    from ldm_cli.pipeline.latents import fit_preview_map
-    from ldm_cli.pipeline.sampling import StepInfo
-    from ldm_cli.pipeline.schedulers import build_scheduler
+    from ldm_cli.pipeline.loop.intermediates import IntermediateRecorder
+    from ldm_cli.pipeline.codec.latents import fit_preview_map
+    from ldm_cli.pipeline.loop.sampling import StepInfo
+    from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
     started = time.perf_counter()
     preview_map = fit_preview_map(components.vae)

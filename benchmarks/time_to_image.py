@@ -83,7 +83,7 @@ class Rows:
 
 
 def compare(reference: list[np.ndarray], pictures: list[np.ndarray]) -> dict:
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
 
     values = [psnr(a, b) for a, b in zip(reference, pictures)]
     finite = [v for v in values if np.isfinite(v)]

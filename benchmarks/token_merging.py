@@ -31,7 +31,7 @@ def main() -> None:
     from benchmarks.models import sd15_folder
     from ldm_cli.models.performance import cpu_has_native_bf16, use_sdpa
     from ldm_cli.models.token_merging import merging_tokens
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)

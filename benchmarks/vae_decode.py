@@ -20,7 +20,7 @@ def main() -> None:
     import torch
     from diffusers import AutoencoderKL
 
-    from ldm_cli.pipeline import latents as latent_ops
+    from ldm_cli.pipeline.codec import latents as latent_ops
 
     vae = AutoencoderKL.from_pretrained(args.folder, subfolder="vae").eval()
     if args.tiling:

@@ -4,7 +4,7 @@ the benchmarks compare ldm against (same weights, same scheduler config, safety 
 from __future__ import annotations
 
 from ldm_cli.models.loading import Components
-from ldm_cli.pipeline.schedulers import build_scheduler
+from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
 
 def reference_pipeline(components: Components, scheduler: str, img2img: bool = False):

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from ldm_cli.models.loading import load_components, resolve_source
-from ldm_cli.pipeline.conditioning import PromptEncoder
+from ldm_cli.pipeline.prompts.conditioning import PromptEncoder
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-from ldm_cli.pipeline.sampling import Conditioning, _predict_unbatched, predict_noise
-from ldm_cli.pipeline.text import encode_prompts
+from ldm_cli.pipeline.loop.sampling import Conditioning, _predict_unbatched, predict_noise
+from ldm_cli.pipeline.prompts.text import encode_prompts
 from ldm_cli.reference import reference_pipeline
 
 

@@ -1,4 +1,4 @@
-"""DeepCache feature caching (pipeline/deepcache.py): off is the plain UNet, on stays close."""
+"""DeepCache feature caching (pipeline/loop/deepcache.py): off is the plain UNet, on stays close."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm_cli.pipeline.deepcache import CachedUNet, cached_unet
+from ldm_cli.pipeline.loop.deepcache import CachedUNet, cached_unet
 
 
 def _pixels(path) -> np.ndarray:

@@ -94,7 +94,7 @@ def test_demo_model_matches_stable_diffusion_pipeline(scheduler):
 def test_samplers_that_fail_near_zero_terminal_snr_are_named_before_they_run(ldm, tmp_path):
     """PNDM draws washed-out pictures with this model's schedule (benchmarks/demo_samplers.py): say so."""
     from ldm_cli.models.loading import SD15_CONFIG_DIR
-    from ldm_cli.pipeline.schedulers import sampler_warning
+    from ldm_cli.pipeline.loop.schedulers import sampler_warning
 
     result = ldm("generate", "a red circle", "--model", "demo", "--scheduler", "pndm", "--steps", "2", "--out", tmp_path / "a.png")
     assert result.code == 0 and "warning: --scheduler pndm draws washed-out pictures" in result.stderr
@@ -110,7 +110,7 @@ def test_samplers_that_fail_near_zero_terminal_snr_are_named_before_they_run(ldm
 def test_demo_model_inpaints_a_red_circle_into_the_masked_centre_and_keeps_the_rest(ldm, tmp_path):
     """The README's before/mask/after triple: a flat blue picture, its centre masked, "a red circle"."""
     from ldm_cli.demo.inpaint_scene import MASK_BOX, write_scene
-    from ldm_cli.pipeline import mask_ops
+    from ldm_cli.pipeline.starts import mask_ops
 
     before, mask_path = write_scene(tmp_path)
     result = ldm("generate", "a red circle", "--model", "demo", "--init-image", before, "--mask", mask_path,

@@ -88,7 +88,7 @@ def test_decoder_polish_changes_the_decoder_but_not_the_latents(images, tmp_path
 
 def test_rescaled_schedule_leaves_only_the_terminal_signal_and_every_scheduler_samples_with_it():
     from ldm_cli.demo.train_text_to_image import build_scheduler
-    from ldm_cli.pipeline.schedulers import SCHEDULERS, build_scheduler as sampler_named
+    from ldm_cli.pipeline.loop.schedulers import SCHEDULERS, build_scheduler as sampler_named
 
     unet = dataclasses.replace(RECIPE.unet, terminal_signal=0.004, prediction_type="v_prediction")
     config = dict(build_scheduler(unet).config)

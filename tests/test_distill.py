@@ -167,7 +167,7 @@ FULL_ARGS = ("--method", "full", "--batch-size", "2", "--checkpoint-every", "1",
 def test_the_full_student_starts_as_the_teacher_for_every_w(tiny_model):
     from diffusers import UNet2DConditionModel
 
-    from ldm_cli.pipeline.guidance import w_embedding
+    from ldm_cli.pipeline.loop.guidance import w_embedding
     from ldm_cli.training.distillation import lcm_student
 
     teacher = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from ldm_cli.pipeline import vae_ops
+from ldm_cli.pipeline.codec import vae_ops
 from ldm_cli.files.image_io import load_image, to_tensor
 from ldm_cli.files.latent_files import LatentHeader, load_latents, save_latents
-from ldm_cli.pipeline.latents import decode as decode_latents
-from ldm_cli.pipeline.latents import to_uint8
-from ldm_cli.pipeline.quality import channel_picture, psnr, ssim
+from ldm_cli.pipeline.codec.latents import decode as decode_latents
+from ldm_cli.pipeline.codec.latents import to_uint8
+from ldm_cli.pipeline.codec.quality import channel_picture, psnr, ssim
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,7 @@ def _next(value, pool):
 @needs_demo
 def test_the_true_caption_has_the_lower_negative_elbo(demo, held_out):
     from ldm_cli.explain.loaded import image_latents
-    from ldm_cli.pipeline.text import encode_prompts
+    from ldm_cli.pipeline.prompts.text import encode_prompts
 
     c = demo.components
     bound = elbo.bound_weights(c.scheduler_config)
@@ -102,7 +102,7 @@ def test_the_true_caption_has_the_lower_negative_elbo(demo, held_out):
 @needs_demo
 def test_classification_beats_chance_by_far(demo, held_out):
     from ldm_cli.explain.loaded import image_latents
-    from ldm_cli.pipeline.text import encode_prompts
+    from ldm_cli.pipeline.prompts.text import encode_prompts
 
     c = demo.components
     labels = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES]  # 24 labels: chance 1/24

@@ -13,7 +13,7 @@ from PIL import Image
 from ldm_cli.demo.shapes import Scene, render
 from ldm_cli.explain.forward import forward_process, parse_timesteps, q_sample
 from ldm_cli.models.loading import BUNDLED_MODELS, read_scheduler_config
-from ldm_cli.pipeline.schedulers import build_scheduler
+from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
 DEMO = BUNDLED_MODELS["demo"]
 needs_demo = pytest.mark.skipif(not (DEMO / "model_index.json").exists(), reason="demo model not built")

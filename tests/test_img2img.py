@@ -14,7 +14,7 @@ from PIL import Image
 from ldm_cli.reference import reference_pipeline
 from ldm_cli.pipeline.generation import SamplingPlan
 from ldm_cli.files.image_io import load_image
-from ldm_cli.pipeline.img2img import ImageToImage, InitSource
+from ldm_cli.pipeline.starts.img2img import ImageToImage, InitSource
 from ldm_cli.files.latent_files import LatentHeader, load_latents, save_latents
 from ldm_cli.models.loading import load_components, resolve_source
 
@@ -50,7 +50,7 @@ def test_matches_img2img_pipeline(components, init_png, scheduler_name, strength
 
 
 def test_init_latents_match_the_pipeline_given_latents(components, init_png, tmp_path):
-    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.pipeline.codec import vae_ops
     from ldm_cli.files.image_io import to_tensor
 
     encoding = vae_ops.encode(components.vae, to_tensor(load_image(init_png).pixels))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ldm_cli.models.loading import load_components, resolve_source
-from ldm_cli.pipeline import mask_ops
+from ldm_cli.pipeline.starts import mask_ops
 from ldm_cli.reference import reference_inpaint_pipeline
 from ldm_cli.tiny import build_tiny_model
 
@@ -126,7 +126,7 @@ def test_outpaint_grows_the_canvas_keeps_the_original_and_reruns(ldm, tiny_model
 
 
 def test_outpaint_fills_the_border_with_the_mean_colour_or_the_stretched_edge():
-    from ldm_cli.pipeline.outpaint import grow
+    from ldm_cli.pipeline.starts.outpaint import grow
 
     picture = np.zeros((16, 16, 3), np.uint8)
     picture[:, :8] = [200, 0, 0]

@@ -10,8 +10,8 @@ from PIL import Image
 from ldm_cli.files.image_io import load_image
 from ldm_cli.models.loading import load_components, resolve_source
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-from ldm_cli.pipeline.img2img import InitSource
-from ldm_cli.pipeline.inpaint import InpaintOptions, MaskedStart
+from ldm_cli.pipeline.starts.img2img import InitSource
+from ldm_cli.pipeline.starts.inpaint import InpaintOptions, MaskedStart
 from ldm_cli.reference import reference_inpaint_pipeline
 from ldm_cli.tiny import build_tiny_model
 

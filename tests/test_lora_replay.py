@@ -171,7 +171,7 @@ def test_a_stale_lora_dir_variable_does_not_stop_plain_runs(ldm, tiny_model, tmp
 
 def test_tags_ldm_cannot_honour_are_each_named(lora_file):
     from ldm_cli.pipeline.config import GenerateSettings
-    from ldm_cli.pipeline.networks import plan_networks
+    from ldm_cli.pipeline.records.networks import plan_networks
 
     settings = GenerateSettings(prompts=("a <lora:style:0.5:0.2> <hypernet:h:1> <lora:style:1:dyn=4> cat",),
                                 negative_prompt="<lora:style:1> ugly", lora_dirs=(lora_file.parent,))

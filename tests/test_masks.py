@@ -8,7 +8,7 @@ from PIL import Image
 
 from ldm_cli.errors import UsageError
 from ldm_cli.files.masks import load_mask
-from ldm_cli.pipeline import mask_ops
+from ldm_cli.pipeline.starts import mask_ops
 
 
 def test_grey_masks_are_thresholded_at_one_half_as_diffusers_binarizes(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldm_cli.pipeline.quality import psnr
+from ldm_cli.pipeline.codec.quality import psnr
 
 REPO = Path(__file__).resolve().parent.parent
 NEEDS_OPENVINO = "needs the optional `openvino` package (pip install 'ldm-cli[openvino]')"

@@ -10,7 +10,7 @@ import torch
 from ldm_cli.reference import reference_pipeline
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
 from ldm_cli.models.loading import load_components, resolve_source
-from ldm_cli.pipeline.schedulers import SCHEDULERS, TCD_DEFAULT_GAMMA
+from ldm_cli.pipeline.loop.schedulers import SCHEDULERS, TCD_DEFAULT_GAMMA
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ldm_cli.errors import UsageError
-from ldm_cli.pipeline.prompt_tags import Tag, extract_network_tags, format_lora_tag, without_network_tags
+from ldm_cli.pipeline.prompts.prompt_tags import Tag, extract_network_tags, format_lora_tag, without_network_tags
 
 
 def test_a_lora_tag_is_removed_and_parsed():

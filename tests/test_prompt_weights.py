@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ldm_cli.errors import UsageError
-from ldm_cli.pipeline.prompt_weights import BREAK, chunk_tokens, parse_prompt_attention, tokenize_prompt
+from ldm_cli.pipeline.prompts.prompt_weights import BREAK, chunk_tokens, parse_prompt_attention, tokenize_prompt
 
 P = parse_prompt_attention
 

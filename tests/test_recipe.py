@@ -11,8 +11,8 @@ from PIL import Image, PngImagePlugin
 from ldm_cli.files.metadata import parse_a1111, read_png_metadata
 from ldm_cli.models.loading import load_components, resolve_source
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-from ldm_cli.pipeline.hires import HiresPlan
-from ldm_cli.pipeline.noise import slerp
+from ldm_cli.pipeline.starts.hires import HiresPlan
+from ldm_cli.pipeline.loop.noise import slerp
 from ldm_cli.reference import reference_pipeline
 
 

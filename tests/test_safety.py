@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from ldm_cli.pipeline import latents as latent_ops
+from ldm_cli.pipeline.codec import latents as latent_ops
 from ldm_cli.errors import GenerationError
 
 

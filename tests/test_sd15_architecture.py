@@ -12,8 +12,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ldm_cli.pipeline.generation import SamplingPlan
 from ldm_cli.models.loading import SD15_CONFIG_DIR, Components, ModelSource, read_scheduler_config
-from ldm_cli.pipeline.schedulers import name_for_class
-from ldm_cli.pipeline.text import encode_prompts
+from ldm_cli.pipeline.loop.schedulers import name_for_class
+from ldm_cli.pipeline.prompts.text import encode_prompts
 
 
 def _config(component: str) -> dict:

@@ -82,7 +82,7 @@ def test_prompt(ldm, prompt):
                            st.text(max_size=8)))
 def test_scheduler(ldm, scheduler):
     from ldm_cli.errors import UsageError
-    from ldm_cli.pipeline.schedule_types import resolve_sampler
+    from ldm_cli.pipeline.loop.schedule_types import resolve_sampler
 
     # Our short names and A1111's (any case and spacing, "DPM++ 2M Karras" too) are valid; the property is
     # that the command agrees with the name table: valid names pass validation, others exit 2 in one line.

@@ -70,9 +70,9 @@ def encode(
     dtype: DtypeOpt = "auto",
     vae: VaeOpt = None,
 ) -> int:
-    from ldm_cli.pipeline.codec_settings import EncodeSettings, validate_encode
+    from ldm_cli.pipeline.codec.codec_settings import EncodeSettings, validate_encode
     from ldm_cli.pipeline.config import ModelSettings
-    from ldm_cli.pipeline.encode_images import run_encode
+    from ldm_cli.pipeline.codec.encode_images import run_encode
     from ldm_cli.files.image_io import SizePolicy, check_multiple
 
     check_multiple("--dim", dim)  # before it becomes --height/--width, so the message names what was typed
@@ -105,9 +105,9 @@ def decode(
     dtype: DtypeOpt = "auto",
     vae: VaeOpt = None,
 ) -> int:
-    from ldm_cli.pipeline.codec_settings import DecodeSettings, validate_decode
+    from ldm_cli.pipeline.codec.codec_settings import DecodeSettings, validate_decode
     from ldm_cli.pipeline.config import ModelSettings
-    from ldm_cli.pipeline.decode_latents import run_decode
+    from ldm_cli.pipeline.codec.decode_latents import run_decode
 
     settings = DecodeSettings(
         inputs=tuple(latents), out=out, tile=tile, json_output=json_output, model_given=model is not None,

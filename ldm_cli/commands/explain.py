@@ -71,7 +71,7 @@ def schedule(
 ) -> int:
     from ldm_cli.errors import UsageError
     from ldm_cli.explain.runs import run_schedule
-    from ldm_cli.pipeline.schedulers import spec_for
+    from ldm_cli.pipeline.loop.schedulers import spec_for
 
     if not 1 <= steps <= 1000:
         raise UsageError(f"--steps {steps}: must be between 1 and 1000")

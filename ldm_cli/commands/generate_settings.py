@@ -12,9 +12,9 @@ from ldm_cli.errors import InputFileError, UsageError
 from ldm_cli.models.lora import parse_lora_arg
 from ldm_cli.models.variants import validate_variant
 from ldm_cli.models.performance import PerformanceSettings
-from ldm_cli.pipeline.inpaint_settings import check_recorded_files, inpaint_from_record
+from ldm_cli.pipeline.starts.inpaint_settings import check_recorded_files, inpaint_from_record
 from ldm_cli.commands.recipe_settings import RECIPE_FLAGS, from_a1111_recipe, from_record_recipe, recipe_settings
-from ldm_cli.pipeline.schedule_types import resolve_sampler
+from ldm_cli.pipeline.loop.schedule_types import resolve_sampler
 from ldm_cli.pipeline.batch import check_batch
 
 DEFAULTS = {"steps": 50, "guidance": 7.5, "num_images": 1, "negative_prompt": ""}
@@ -190,7 +190,7 @@ def _warn(message: str) -> None:
 def settings_from_image(path: Path, lora_dirs=None, embedding_dirs=None) -> dict:
     """The settings an ldm PNG recorded; an A1111 infotext (PNG chunk, JPEG/WebP EXIF) or a Fooocus record works too."""
     from ldm_cli.files.metadata import parse_a1111, read_png_metadata
-    from ldm_cli.pipeline.replay import networks_from_record, warn_missing_a1111_embeddings
+    from ldm_cli.pipeline.records.replay import networks_from_record, warn_missing_a1111_embeddings
 
     try:
         chunks = read_png_metadata(path)

@@ -44,8 +44,8 @@ def info(
 
 
 def schedulers() -> int:
-    from ldm_cli.pipeline.schedule_types import SCHEDULE_TYPES, types_for
-    from ldm_cli.pipeline.schedulers import A1111_AUTOMATIC, SCHEDULERS
+    from ldm_cli.pipeline.loop.schedule_types import SCHEDULE_TYPES, types_for
+    from ldm_cli.pipeline.loop.schedulers import A1111_AUTOMATIC, SCHEDULERS
 
     width = max(len(name) for name in SCHEDULERS)
     for name, spec in SCHEDULERS.items():

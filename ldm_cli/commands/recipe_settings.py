@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from ldm_cli.errors import UsageError
-from ldm_cli.pipeline.recipe import RecipeSettings
+from ldm_cli.pipeline.records.recipe import RecipeSettings
 
 RECIPE_FLAGS = {
     "prompt_syntax", "clip_skip", "schedule_type", "variation_seed", "variation_strength", "eta_noise_seed_delta",
@@ -87,7 +87,7 @@ def _token_merging(fields: dict, values: dict, unhonoured: list[str]) -> None:
 
 
 def _sampler(fields: dict, values: dict, unhonoured: list[str]) -> None:
-    from ldm_cli.pipeline.schedule_types import resolve_sampler, types_for
+    from ldm_cli.pipeline.loop.schedule_types import resolve_sampler, types_for
 
     if "Sampler" not in fields:
         return

@@ -93,7 +93,7 @@ def build_scheduler(recipe: UnetRecipe):
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    """The same tokenization as generation (ldm_cli.pipeline.text): padded to 77 positions."""
+    """The same tokenization as generation (ldm_cli.pipeline.prompts.text): padded to 77 positions."""
     return tokenizer(
         captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids

@@ -49,7 +49,7 @@ def read_pixels(path: Path, size: int | None = None):
 def encode_pixels(model: LoadedModel, pixels):
     """pixels -> x_0 = posterior mean x scaling_factor [1, C, H/8, W/8], float32."""
     from ldm_cli.files.image_io import to_tensor
-    from ldm_cli.pipeline.vae_ops import encode
+    from ldm_cli.pipeline.codec.vae_ops import encode
 
     return encode(model.components.vae, to_tensor(pixels)).latents.float()
 

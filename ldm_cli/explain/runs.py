@@ -69,7 +69,7 @@ def _finite(value):
 def run_schedule(s: ExplainSettings, scheduler: str | None, steps: int) -> dict:
     from ldm_cli.explain.plotting import schedule_figure
     from ldm_cli.explain.schedule import schedule_view
-    from ldm_cli.pipeline.schedulers import name_for_class
+    from ldm_cli.pipeline.loop.schedulers import name_for_class
 
     config = _scheduler_config(s.model)
     name = scheduler or name_for_class(config.get("_class_name", ""))
@@ -99,7 +99,7 @@ def run_forward(s: ExplainSettings, image: Path, timesteps: tuple[int, ...]) -> 
 
     from ldm_cli.explain.forward import alphas_cumprod, forward_process, parse_timesteps
     from ldm_cli.explain.plotting import forward_figure
-    from ldm_cli.pipeline.latents import decode, to_uint8
+    from ldm_cli.pipeline.codec.latents import decode, to_uint8
 
     pixels = read_pixels(image, s.dim)
     model = load_model(s.model)
@@ -125,7 +125,7 @@ def run_forward(s: ExplainSettings, image: Path, timesteps: tuple[int, ...]) -> 
 def run_elbo(s: ExplainSettings, image: Path, prompt: str) -> dict:
     from ldm_cli.explain import elbo
     from ldm_cli.explain.plotting import elbo_figure
-    from ldm_cli.pipeline.text import encode_prompts
+    from ldm_cli.pipeline.prompts.text import encode_prompts
 
     pixels = read_pixels(image, s.dim)
     model = load_model(s.model)
@@ -173,7 +173,7 @@ def run_classify(s: ExplainSettings, image: Path, labels: list[str], plan) -> di
     from ldm_cli.explain import elbo
     from ldm_cli.explain.classify import classify
     from ldm_cli.explain.plotting import classify_figure
-    from ldm_cli.pipeline.text import encode_prompts
+    from ldm_cli.pipeline.prompts.text import encode_prompts
 
     pixels = read_pixels(image, s.dim)
     model = load_model(s.model)

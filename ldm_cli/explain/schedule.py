@@ -37,7 +37,7 @@ class ScheduleView:
 
 def schedule_view(scheduler_name: str, model_scheduler_config: dict, steps: int) -> ScheduleView:
     """Build the named sampler from the model's config (as `ldm generate` does) and read its schedule."""
-    from ldm_cli.pipeline.schedulers import build_scheduler
+    from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
     scheduler = build_scheduler(scheduler_name, model_scheduler_config)
     scheduler.set_timesteps(steps)

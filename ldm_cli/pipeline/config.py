@@ -54,7 +54,7 @@ class GenerateSettings:
     resize: str | None = None  # how --init-image reaches --height/--width; None -> crop
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)  # --compile, --offload, ...
     dry_run: bool = False  # print the resolved plan and a memory estimate; load nothing
-    mask: Path | None = None  # inpainting (pipeline/inpaint.py): white = repaint; None below -> the defaults
+    mask: Path | None = None  # inpainting (pipeline/starts/inpaint.py): white = repaint; None below -> the defaults
     mask_blur: int | None = None  # None -> 4
     keep_unmasked: bool | None = None  # None -> True
     inpaint_area: str | None = None  # whole | masked; None -> whole
@@ -73,7 +73,7 @@ class GenerateSettings:
     prompts_from_file: bool = False  # --prompts-file: a batch (pipeline/batch.py: manifest, deterministic names)
     resume: bool = False  # --resume: skip the jobs the folder's manifest already lists
     guidance_default: bool = False  # no --g given: lcm and tcd pick their own (guidance.resolved_guidance)
-    cache_interval: int = 1  # --cache-interval N: DeepCache, a full UNet pass every Nth step (pipeline/deepcache.py)
+    cache_interval: int = 1  # --cache-interval N: DeepCache, a full UNet pass every Nth step (pipeline/loop/deepcache.py)
     token_merging: float = 0.0  # --token-merging R: ToMe, merge R of the full-resolution tokens (models/token_merging.py)
 
     def to_record(self) -> dict:
@@ -89,7 +89,7 @@ class GenerateSettings:
 
 def validate_generate(s: GenerateSettings) -> None:
     """Every check that needs no model. Raises UsageError naming the flag, the value and the fix."""
-    from ldm_cli.pipeline.schedulers import spec_for
+    from ldm_cli.pipeline.loop.schedulers import spec_for
 
     if not s.prompts:
         raise UsageError("no prompt given; pass a prompt or --prompts-file FILE")
@@ -114,16 +114,16 @@ def validate_generate(s: GenerateSettings) -> None:
     _check_token_merging(s.token_merging)
     if s.intermediates_mode not in PREVIEW_MODES:
         raise UsageError(f"--intermediates {s.intermediates_mode!r}: choose preview or exact")
-    from ldm_cli.pipeline.inpaint_settings import validate_inpaint
+    from ldm_cli.pipeline.starts.inpaint_settings import validate_inpaint
 
     validate_inpaint(s)
     _validate_img2img(s)
     if s.recipe is not None:
-        from ldm_cli.pipeline.recipe import validate_recipe
+        from ldm_cli.pipeline.records.recipe import validate_recipe
 
         validate_recipe(s.recipe, s)
     check_writable_output(s.out)
-    from ldm_cli.pipeline.networks import check_prompt_tags
+    from ldm_cli.pipeline.records.networks import check_prompt_tags
 
     check_prompt_tags(s.prompts, s.negative_prompt)
 

@@ -31,8 +31,8 @@ _CONFIG_FILES = {"unet": "unet/config.json", "vae": "vae/config.json", "text_enc
 def describe(settings) -> dict:
     """Everything the run would use, resolved without loading weights."""
     from ldm_cli.models.devices import dtype_name, generation_dtype, resolve_device
-    from ldm_cli.pipeline.guidance import resolved_guidance, uses_unconditional_pass
-    from ldm_cli.pipeline.schedulers import name_for_class, resolved_tcd_gamma
+    from ldm_cli.pipeline.loop.guidance import resolved_guidance, uses_unconditional_pass
+    from ldm_cli.pipeline.loop.schedulers import name_for_class, resolved_tcd_gamma
 
     m = settings.model
     source = resolve_source(m.model, m.revision)
@@ -143,7 +143,7 @@ def _hub_cache_configs(source: ModelSource) -> dict | None:
 def _init_size(settings) -> tuple[int, int] | None:
     if getattr(settings, "init_image", None) is None and getattr(settings, "init_latents", None) is None:
         return None
-    from ldm_cli.pipeline.start import resolve_start
+    from ldm_cli.pipeline.starts.start import resolve_start
 
     return resolve_start(settings).size  # the init's size, grown by --outpaint
 

@@ -1,10 +1,10 @@
 """Text -> image with the components: the numbered steps of latent diffusion sampling.
 
     1. encode the prompt and the negative prompt with CLIP            [1, 77*k, D] each
-       (A1111's weights, chunks and clip skip: pipeline/conditioning.py)
+       (A1111's weights, chunks and clip skip: pipeline/prompts/conditioning.py)
     2. build a fresh scheduler and its timesteps
     3. draw seeded noise on the CPU and scale it by init_noise_sigma  [1, 4, H/8, W/8]
-       (with a variation seed: slerped toward its noise, pipeline/noise.py)
+       (with a variation seed: slerped toward its noise, pipeline/loop/noise.py)
     4. denoise with classifier-free guidance (sampling.denoise)
     5. decode with the VAE                                            [1, 3, H, W]
 """
@@ -17,15 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ldm_cli.pipeline import latents as latent_ops
-from ldm_cli.pipeline.guidance import guidance_embedding, uses_unconditional_pass
+from ldm_cli.pipeline.codec import latents as latent_ops
+from ldm_cli.pipeline.loop.guidance import guidance_embedding, uses_unconditional_pass
 from ldm_cli.models.loading import Components
 from ldm_cli.models.token_merging import merging_tokens
-from ldm_cli.pipeline.sampling import Conditioning, denoise
-from ldm_cli.pipeline.deepcache import cached_unet
-from ldm_cli.pipeline.schedulers import build_scheduler
-from ldm_cli.pipeline.conditioning import PromptEncoder, pad_with_empty
-from ldm_cli.pipeline.noise import plan_noise, scheduler_step_kwargs
+from ldm_cli.pipeline.loop.sampling import Conditioning, denoise
+from ldm_cli.pipeline.loop.deepcache import cached_unet
+from ldm_cli.pipeline.loop.schedulers import build_scheduler
+from ldm_cli.pipeline.prompts.conditioning import PromptEncoder, pad_with_empty
+from ldm_cli.pipeline.loop.noise import plan_noise, scheduler_step_kwargs
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class SamplingPlan:
     eta_noise_seed_delta: int = 0  # A1111's ENSD: re-seeds the per-step noise of stochastic samplers
     pad_conds: bool = False  # A1111's "Pad conds": pad the shorter conditioning instead of two UNet calls
     hires: object | None = None  # hires.HiresPlan: a second, upscaled img2img pass
-    cache_interval: int = 1  # DeepCache (pipeline/deepcache.py): a full UNet pass every Nth step; 1 = off
+    cache_interval: int = 1  # DeepCache (pipeline/loop/deepcache.py): a full UNet pass every Nth step; 1 = off
     token_merging: float = 0.0  # ToMe (models/token_merging.py): share of full-resolution tokens merged; 0 = off
     tcd_gamma: float | None = None  # TCD's stochasticity, 0..1 (None: the sampler is not tcd)
 
@@ -76,12 +76,12 @@ class TextToImage:
     """Holds loaded components and makes images one at a time (image i is reproducible alone)."""
 
     def __init__(self, components: Components, device: str, dtype: torch.dtype, start=None):
-        from ldm_cli.pipeline.start import NoiseStart
+        from ldm_cli.pipeline.starts.start import NoiseStart
 
         self.components = components
         self.device = device
         self.dtype = dtype
-        self.start = start if start is not None else NoiseStart()  # pipeline/start.py: noise, init or masked init
+        self.start = start if start is not None else NoiseStart()  # pipeline/starts/start.py: noise, init or masked init
         self._uncond_cache: dict[str, torch.Tensor] = {}
         self.text_for_clip = lambda text: text  # e.g. network tags removed, embedding tokens expanded
 
@@ -114,7 +114,7 @@ class TextToImage:
             if plan.hires is None:
                 final = self.sample(conditioning, seed, plan, on_step)
             else:
-                from ldm_cli.pipeline.hires import second_pass, step_counter
+                from ldm_cli.pipeline.starts.hires import second_pass, step_counter
 
                 counted, continued = step_counter(on_step)  # the second pass's steps number on from the first's
                 first = self.sample(conditioning, seed, plan, counted)

@@ -17,10 +17,10 @@ from ldm_cli.files.images import save_png, slugify
 from ldm_cli.models.loading import Components, load_components, resolve_source
 from ldm_cli.models.performance import apply_fast_paths, check_device, cpu_has_native_bf16
 from ldm_cli.models.token_merging import why_nothing_merges
-from ldm_cli.pipeline.provenance import build_record, component_hashes, png_text
-from ldm_cli.pipeline.recipe import output_size, plan_for_image
-from ldm_cli.pipeline.schedulers import name_for_class, sampler_warning
-from ldm_cli.pipeline.start import resolve_start
+from ldm_cli.pipeline.records.provenance import build_record, component_hashes, png_text
+from ldm_cli.pipeline.records.recipe import output_size, plan_for_image
+from ldm_cli.pipeline.loop.schedulers import name_for_class, sampler_warning
+from ldm_cli.pipeline.starts.start import resolve_start
 from ldm_cli.pipeline.batch import MANIFEST_NAME, append_line, batch_mode, manifest_line, plan_jobs, rank_device
 
 
@@ -82,10 +82,10 @@ def load_model(settings: GenerateSettings, loras=None, embeddings=()) -> tuple[C
 
 def resolve_plan(settings: GenerateSettings, components: Components) -> SamplingPlan:
     """Fill in what defaults to the model: native size and its own scheduler."""
-    from ldm_cli.pipeline.recipe import check_clip_skip, check_hires_size, plan_fields
-    from ldm_cli.pipeline.guidance import resolved_guidance
-    from ldm_cli.pipeline.schedule_types import resolve_sampler
-    from ldm_cli.pipeline.schedulers import resolved_tcd_gamma
+    from ldm_cli.pipeline.records.recipe import check_clip_skip, check_hires_size, plan_fields
+    from ldm_cli.pipeline.loop.guidance import resolved_guidance
+    from ldm_cli.pipeline.loop.schedule_types import resolve_sampler
+    from ldm_cli.pipeline.loop.schedulers import resolved_tcd_gamma
 
     native = components.native_size
     scheduler = settings.scheduler or name_for_class(components.scheduler_config.get("_class_name", ""))
@@ -105,7 +105,7 @@ def resolve_plan(settings: GenerateSettings, components: Components) -> Sampling
         **recipe,
     )
     if plan.cache_interval > 1:
-        from ldm_cli.pipeline.deepcache import supports_caching
+        from ldm_cli.pipeline.loop.deepcache import supports_caching
 
         why = supports_caching(components.unet)
         if why:
@@ -124,7 +124,7 @@ def check_timesteps(plan: SamplingPlan, scheduler_config: dict) -> None:
     """A schedule must stay within the model's training timesteps. "leading" spacing with steps_offset 1
     (SD1's config) at --steps equal to num_train_timesteps starts at timestep T, which DDPM, DDIM, PLMS,
     LCM and TCD index their alphas with (the sigma samplers interpolate and are fine)."""
-    from ldm_cli.pipeline.schedulers import build_scheduler
+    from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
     scheduler = build_scheduler(plan.scheduler, scheduler_config, plan.schedule_type)
     most = scheduler.config.get("original_inference_steps")  # LCM's (and TCD's) skipping-step schedule
@@ -156,8 +156,8 @@ def run(settings: GenerateSettings, loaded: tuple | None = None, image_hook=None
     `loaded`: what load_model returned for these settings' model, to share one load (ldm grid).
     `image_hook(text_to_image, prompt, plan)`, if given, is a context manager around each image's
     sampling whose value has `write_beside(png_path, pixels) -> dict` (e.g. --attention-maps)."""
-    from ldm_cli.pipeline.network_record import networks_record
-    from ldm_cli.pipeline.networks import plan_networks
+    from ldm_cli.pipeline.records.network_record import networks_record
+    from ldm_cli.pipeline.records.networks import plan_networks
 
     start = resolve_start(settings)  # noise, init or masked init; its files are checked before the model loads
     for note in getattr(start, "notes", ()):
@@ -192,7 +192,7 @@ def run(settings: GenerateSettings, loaded: tuple | None = None, image_hook=None
         text_to_image.text_for_clip = networks.clip_text
         preview_map = None
         if settings.save_intermediates and settings.intermediates_mode == "preview":
-            from ldm_cli.pipeline.latents import fit_preview_map
+            from ldm_cli.pipeline.codec.latents import fit_preview_map
 
             preview_map = fit_preview_map(components.vae)
         for job in group_jobs:
@@ -213,7 +213,7 @@ def run(settings: GenerateSettings, loaded: tuple | None = None, image_hook=None
 
 def _check_recorded_model(settings: GenerateSettings, components: Components) -> None:
     """--from an image made with another model: say so, naming both hashes."""
-    from ldm_cli.pipeline.replay import model_mismatch
+    from ldm_cli.pipeline.records.replay import model_mismatch
 
     message = model_mismatch(getattr(settings, "recorded_model_hash", None), components)
     if message:
@@ -225,7 +225,7 @@ def _make_one(settings, plan, text_to_image, prompt, seed, number, total, previe
 
     from tqdm import tqdm
 
-    from ldm_cli.pipeline.intermediates import IntermediateRecorder
+    from ldm_cli.pipeline.loop.intermediates import IntermediateRecorder
 
     recorder = None
     if settings.save_intermediates:

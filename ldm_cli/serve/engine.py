@@ -11,15 +11,15 @@ from pathlib import Path
 from ldm_cli.files.images import png_bytes, save_png
 from ldm_cli.models import network_files
 from ldm_cli.models.performance import PerformanceSettings
-from ldm_cli.pipeline import latents as latent_ops
+from ldm_cli.pipeline.codec import latents as latent_ops
 from ldm_cli.pipeline.config import GenerateSettings, ModelSettings
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-from ldm_cli.pipeline.network_record import networks_record
-from ldm_cli.pipeline.networks import plan_networks
-from ldm_cli.pipeline.provenance import component_hashes, png_text
-from ldm_cli.pipeline.recipe import plan_for_image
-from ldm_cli.pipeline.sampling import StepInfo, normalized_latents
-from ldm_cli.pipeline.schedulers import sampler_warning
+from ldm_cli.pipeline.records.network_record import networks_record
+from ldm_cli.pipeline.records.networks import plan_networks
+from ldm_cli.pipeline.records.provenance import component_hashes, png_text
+from ldm_cli.pipeline.records.recipe import plan_for_image
+from ldm_cli.pipeline.loop.sampling import StepInfo, normalized_latents
+from ldm_cli.pipeline.loop.schedulers import sampler_warning
 from ldm_cli.pipeline.txt2img import image_record, load_model, output_path, resolve_plan
 from ldm_cli.serve.requests import JobSpec, ServerDefaults
 

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 
 from ldm_cli.pipeline.config import MAX_SEED
-from ldm_cli.pipeline.recipe import RecipeSettings
+from ldm_cli.pipeline.records.recipe import RecipeSettings
 
 
 class RequestError(ValueError):

@@ -175,8 +175,8 @@ def check_unwired(request: Txt2ImgRequest) -> None:
 def build_job(request: Txt2ImgRequest, model: ModelSettings, scratch: Path, knows_model: Callable[[str], bool],
               out: Path = Path("outputs"), defaults: ServerDefaults = ServerDefaults()) -> JobSpec:
     """Validate `request` and turn it into a JobSpec; raises RequestError (422) naming the field."""
-    from ldm_cli.pipeline.networks import plan_networks
-    from ldm_cli.pipeline.start import resolve_start
+    from ldm_cli.pipeline.records.networks import plan_networks
+    from ldm_cli.pipeline.starts.start import resolve_start
 
     check_unwired(request)
     wanted = request.override_settings.get("sd_model_checkpoint")

@@ -7,7 +7,7 @@ import io
 import json
 
 from ldm_cli import __version__
-from ldm_cli.pipeline.schedule_types import a1111_fields
+from ldm_cli.pipeline.loop.schedule_types import a1111_fields
 from ldm_cli.serve.samplers import a1111_pair
 from ldm_cli.serve.engine import Engine, JobResult
 from ldm_cli.serve.requests import Img2ImgRequest, Txt2ImgRequest

@@ -1,4 +1,4 @@
-"""A1111 sampler and scheduler names, read with the CLI's own rules (pipeline/schedule_types.py).
+"""A1111 sampler and scheduler names, read with the CLI's own rules (pipeline/loop/schedule_types.py).
 
 A1111 (1.9 and later) names a sampler ("DPM++ 2M") and, separately, a schedule type ("karras");
 older clients send the two joined ("DPM++ 2M Karras"). Both forms go through `resolve_sampler`,
@@ -11,8 +11,8 @@ UniPC, DDPM) take none.
 from __future__ import annotations
 
 from ldm_cli.errors import UsageError
-from ldm_cli.pipeline.schedule_types import SCHEDULE_TYPES, a1111_fields, resolve_sampler, types_for
-from ldm_cli.pipeline.schedulers import SCHEDULERS
+from ldm_cli.pipeline.loop.schedule_types import SCHEDULE_TYPES, a1111_fields, resolve_sampler, types_for
+from ldm_cli.pipeline.loop.schedulers import SCHEDULERS
 
 # k-diffusion style aliases A1111 lists for each sampler (modules/sd_samplers_kdiffusion.py).
 _ALIASES = {

@@ -121,7 +121,7 @@ def scan(root: Path, resolution: int, use_buckets: bool = True, tokenizer=None, 
         if min(width, height) < resolution:
             report.warnings.append((rel, f"smaller than the training resolution ({width}x{height} < {resolution}); upscaled"))
         if tokenizer is not None:
-            from ldm_cli.pipeline.text import dropped_words
+            from ldm_cli.pipeline.prompts.text import dropped_words
 
             dropped = dropped_words(tokenizer, caption)
             if dropped:

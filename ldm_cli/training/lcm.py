@@ -103,7 +103,7 @@ class LcmObjective:
         return _column(c_skip, sample) * sample + _column(c_out, sample) * x0
 
     def __call__(self, unet, networks, latents, embeddings, uncond, generator) -> torch.Tensor:
-        from ldm_cli.pipeline.guidance import w_embedding
+        from ldm_cli.pipeline.loop.guidance import w_embedding
 
         batch = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)

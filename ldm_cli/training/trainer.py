@@ -100,7 +100,7 @@ def setup(s: FinetuneSettings) -> Run:
     from diffusers import DDPMScheduler
 
     from ldm_cli.files.hashing import cache_dir
-    from ldm_cli.pipeline.provenance import component_hashes
+    from ldm_cli.pipeline.records.provenance import component_hashes
     from ldm_cli.training.batches import BatchPlan
     from ldm_cli.training.cache import TensorCache
     from ldm_cli.training.inputs import Captions, Latents

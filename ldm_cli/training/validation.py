@@ -14,7 +14,7 @@ from ldm_cli.files.images import save_png
 def render_grid(components, unet, text_encoder, prompts, seed: int, steps: int, step: int, output: Path) -> Path:
     """One row per prompt (2 seeds each) with the weights as they are now; returns the grid path."""
     from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-    from ldm_cli.pipeline.schedulers import name_for_class
+    from ldm_cli.pipeline.loop.schedulers import name_for_class
 
     scheduler = name_for_class(components.scheduler_config.get("_class_name", ""))
     live = replace(components, unet=unet, text_encoder=text_encoder)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ldm_cli.pipeline.schedulers import build_scheduler
+from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
 from .cases_lora import CASES, SAME
 from .lora_builders import BUILDERS, Built, pipeline

@@ -183,7 +183,7 @@ def test_dropped_words_are_the_users_own_words():
     from transformers import CLIPTokenizer
 
     from ldm_cli.models.loading import SD15_CONFIG_DIR
-    from ldm_cli.pipeline.text import dropped_words
+    from ldm_cli.pipeline.prompts.text import dropped_words
 
     tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG_DIR / "tokenizer")
     prompt = " ".join(["red"] * 74) + ' A "Scarlet-Macaw",  on Mars!'

@@ -208,7 +208,7 @@ def tiny_vae(tiny_model):
 def test_latent_metadata(place, tiny_vae, header, shape, scale, dtype):
     from ldm_cli.errors import InputFileError
     from ldm_cli.files.latent_files import load_latents
-    from ldm_cli.pipeline.decode_latents import check_fits
+    from ldm_cli.pipeline.codec.decode_latents import check_fits
 
     root, _ = place
     header = {k: v.encode("utf-8", "replace").decode() for k, v in header.items()}  # safetensors metadata is UTF-8: no surrogates

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ldm_cli.pipeline.config import ModelSettings
 from ldm_cli.errors import ModelError
-from ldm_cli.pipeline.file_batch import say
+from ldm_cli.pipeline.codec.file_batch import say
 
 
 @dataclass

@@ -45,7 +45,7 @@ def validate_inpaint(s) -> None:
     if s.outpaint_fill is not None and s.outpaint is None:
         raise UsageError(f"--outpaint-fill {s.outpaint_fill}: only used with --outpaint L,T,R,B")
     if s.outpaint is not None:
-        from ldm_cli.pipeline.outpaint import parse_outpaint
+        from ldm_cli.pipeline.starts.outpaint import parse_outpaint
 
         parse_outpaint(s.outpaint)
 

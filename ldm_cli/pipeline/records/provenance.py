@@ -8,10 +8,10 @@ from ldm_cli import __version__
 from ldm_cli.files.hashing import sha256_files
 from ldm_cli.files.metadata import A1111_KEY, FORMAT_VERSION, JSON_KEY, a1111_parameters, library_versions
 from ldm_cli.models.loading import Components
-from ldm_cli.pipeline.inpaint_settings import inpaint_fields
-from ldm_cli.pipeline.network_record import a1111_network_fields, a1111_prompt
-from ldm_cli.pipeline.recipe import infotext_fields
-from ldm_cli.pipeline.schedule_types import a1111_fields
+from ldm_cli.pipeline.starts.inpaint_settings import inpaint_fields
+from ldm_cli.pipeline.records.network_record import a1111_network_fields, a1111_prompt
+from ldm_cli.pipeline.records.recipe import infotext_fields
+from ldm_cli.pipeline.loop.schedule_types import a1111_fields
 
 
 def component_hashes(components: Components) -> dict[str, str]:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ldm_cli.pipeline import latents as latent_ops
+from ldm_cli.pipeline.codec import latents as latent_ops
 from ldm_cli.files.images import contact_sheet, free_path, save_png
-from ldm_cli.pipeline.sampling import StepInfo, normalized_latents
+from ldm_cli.pipeline.loop.sampling import StepInfo, normalized_latents
 
 
 class IntermediateRecorder:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ldm_cli.errors import UsageError
-from ldm_cli.pipeline import mask_ops
-from ldm_cli.pipeline.noise import plan_noise
-from ldm_cli.pipeline.start import Begun, encode_sample, first_timesteps, latent_channels, needs_mask
+from ldm_cli.pipeline.starts import mask_ops
+from ldm_cli.pipeline.loop.noise import plan_noise
+from ldm_cli.pipeline.starts.start import Begun, encode_sample, first_timesteps, latent_channels, needs_mask
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class MaskedStart:
         """The decoded image [1, 3, h, w] in [0, 1] -> the final picture [H, W, 3] uint8."""
         from PIL import Image
 
-        from ldm_cli.pipeline.latents import to_uint8
+        from ldm_cli.pipeline.codec.latents import to_uint8
 
         result = to_uint8(image)[0]
         if self.box is not None:
@@ -146,7 +146,7 @@ class MaskedStart:
 def _encode_masked(vae, pixels, mask_full, device, dtype, generator) -> torch.Tensor:
     """The masked picture's latents, built as diffusers builds them: to [-1, 1] first, then x (mask < 0.5)."""
     from ldm_cli.files.image_io import to_tensor
-    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.pipeline.codec import vae_ops
 
     masked = to_tensor(pixels) * (mask_full < 0.5)
     return vae_ops.encode(vae, masked.to(device, dtype), sample=True, generator=generator).latents.to(dtype)
@@ -178,7 +178,7 @@ def _crop_and_resize(picture, mask, box, native: int):
 
 
 def _original_area(size, sides):
-    from ldm_cli.pipeline.outpaint import original_area
+    from ldm_cli.pipeline.starts.outpaint import original_area
 
     return original_area(size, sides)
 
@@ -186,7 +186,7 @@ def _original_area(size, sides):
 def load_masked(settings, init) -> MaskedStart:
     """Read the mask (or make the outpaint one), check it, and build the start; no model is loaded."""
     from ldm_cli.files.masks import load_mask
-    from ldm_cli.pipeline import outpaint
+    from ldm_cli.pipeline.starts import outpaint
 
     options = inpaint_options(settings)
     picture = init.image.pixels
@@ -206,7 +206,7 @@ def load_masked(settings, init) -> MaskedStart:
 
 
 def inpaint_options(settings) -> InpaintOptions:
-    from ldm_cli.pipeline.outpaint import parse_outpaint
+    from ldm_cli.pipeline.starts.outpaint import parse_outpaint
 
     return InpaintOptions(
         mask_blur=settings.mask_blur if settings.mask_blur is not None else 4,
@@ -222,7 +222,7 @@ def inpaint_options(settings) -> InpaintOptions:
 
 def _check_grown_size(size, sides) -> None:
     from ldm_cli.pipeline.config import MAX_SIZE
-    from ldm_cli.pipeline.outpaint import grown_size
+    from ldm_cli.pipeline.starts.outpaint import grown_size
 
     width, height = grown_size(size, sides)
     if max(width, height) > MAX_SIZE:

@@ -22,7 +22,7 @@ import torch
 from ldm_cli.pipeline.config import DEFAULT_STRENGTH
 from ldm_cli.errors import UsageError
 from ldm_cli.pipeline.generation import SamplingPlan, TextToImage
-from ldm_cli.pipeline.start import InitStart
+from ldm_cli.pipeline.starts.start import InitStart
 
 
 @dataclass
@@ -102,7 +102,7 @@ def make_generator(components, device, dtype, init: InitSource | None, vae_hash:
 
 class ImageToImage(TextToImage):
     """TextToImage's conditioning and loop, started from a noised encoding of the init image
-    (the starting-point logic lives in pipeline/start.py's InitStart)."""
+    (the starting-point logic lives in pipeline/starts/start.py's InitStart)."""
 
     def __init__(self, components, device, dtype, init: InitSource, vae_hash: str | None = None):
         start = InitStart(init)

@@ -2,7 +2,7 @@
 
     NoiseStart    text-to-image: seeded noise x init_noise_sigma, every timestep
     InitStart     img2img (SDEdit): the init latents noised to the strength's first timestep
-    MaskedStart   inpainting / outpainting (pipeline/inpaint.py): init and mask, plus what the
+    MaskedStart   inpainting / outpainting (pipeline/starts/inpaint.py): init and mask, plus what the
                   UNet needs on top of the latents (9-channel models) or the blend after each step
                   (4-channel models), and the composite over the picture at the end
 
@@ -26,7 +26,7 @@ import torch
 
 from ldm_cli.errors import UsageError
 from ldm_cli.pipeline.config import kept_steps
-from ldm_cli.pipeline.noise import plan_noise
+from ldm_cli.pipeline.loop.noise import plan_noise
 
 
 @dataclass
@@ -116,7 +116,7 @@ class InitStart:
     def prepare(self, components, vae_hash: str | None = None) -> None:
         refuse_inpainting_model(components)
         if self.init.latent_file is not None:
-            from ldm_cli.pipeline.decode_latents import check_fits
+            from ldm_cli.pipeline.codec.decode_latents import check_fits
 
             check_fits(self.init.latent_file, components.vae, components.source.spec, vae_hash or "")
 
@@ -146,7 +146,7 @@ class InitStart:
 def encode_sample(vae, pixels, device, dtype, generator) -> torch.Tensor:
     """[H, W, 3] uint8 -> scaled latents, a posterior sample drawn with `generator`."""
     from ldm_cli.files.image_io import to_tensor
-    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.pipeline.codec import vae_ops
 
     tensor = to_tensor(pixels).to(device, dtype)
     return vae_ops.encode(vae, tensor, sample=True, generator=generator).latents.to(dtype)
@@ -154,13 +154,13 @@ def encode_sample(vae, pixels, device, dtype, generator) -> torch.Tensor:
 
 def resolve_start(settings):
     """Read and check the init image, latents and mask the settings name; no model is loaded."""
-    from ldm_cli.pipeline import img2img
+    from ldm_cli.pipeline.starts import img2img
 
     init = img2img.load_init(settings)
     if init is None:
         return NoiseStart()
     if getattr(settings, "mask", None) is None and not getattr(settings, "outpaint", None):
         return InitStart(init)
-    from ldm_cli.pipeline.inpaint import load_masked
+    from ldm_cli.pipeline.starts.inpaint import load_masked
 
     return load_masked(settings, init)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ldm_cli.files.a1111_hashes import hashes_field, lora_short_hash
 from ldm_cli.files.hashing import sha256_file
-from ldm_cli.pipeline.prompt_tags import format_lora_tag
+from ldm_cli.pipeline.prompts.prompt_tags import format_lora_tag
 
 
 def networks_record(plan, prompt: str, negative_prompt: str) -> dict | None:

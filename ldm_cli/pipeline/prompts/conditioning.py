@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ldm_cli.pipeline.prompt_weights import tokenize_prompt
+from ldm_cli.pipeline.prompts.prompt_weights import tokenize_prompt
 
 SYNTAXES = ("a1111", "plain")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from ldm_cli.pipeline.config import ModelSettings
 from ldm_cli.errors import GenerationError, InputFileError, ModelError, printable
 from ldm_cli.files.latent_files import stem_of
-from ldm_cli.pipeline.codec_settings import DecodeSettings, output_path
-from ldm_cli.pipeline.file_batch import Batch, progress, say
-from ldm_cli.pipeline.vae_loading import LoadedVae, load_vae
+from ldm_cli.pipeline.codec.codec_settings import DecodeSettings, output_path
+from ldm_cli.pipeline.codec.file_batch import Batch, progress, say
+from ldm_cli.pipeline.codec.vae_loading import LoadedVae, load_vae
 
 
 def run_decode(s: DecodeSettings, files: list[Path]) -> list[dict]:
@@ -87,9 +87,9 @@ def check_fits(latent_file, vae, spec: str, vae_sha256: str) -> None:
 def _decode_one(s: DecodeSettings, loaded: LoadedVae, latent_file) -> dict:
     from dataclasses import asdict
 
-    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.pipeline.codec import vae_ops
     from ldm_cli.files.images import save_png
-    from ldm_cli.pipeline.latents import to_uint8
+    from ldm_cli.pipeline.codec.latents import to_uint8
     from ldm_cli.files.metadata import FORMAT_VERSION, library_versions
 
     started = time.perf_counter()

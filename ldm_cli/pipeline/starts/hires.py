@@ -65,8 +65,8 @@ def _upscale(text_to_image, latents, seed, plan) -> torch.Tensor:
     from PIL import Image
 
     from ldm_cli.files.image_io import to_tensor
-    from ldm_cli.pipeline import latents as latent_ops
-    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.pipeline.codec import latents as latent_ops
+    from ldm_cli.pipeline.codec import vae_ops
 
     vae = text_to_image.components.vae
     pixels = latent_ops.to_uint8(latent_ops.decode(vae, latents))[0]
@@ -96,9 +96,9 @@ def step_counter(on_step):
 
 def second_pass(text_to_image, conditioning, latents: torch.Tensor, seed: int, plan, on_step=None) -> torch.Tensor:
     """The upscaled, re-noised and denoised latents of the hires pass."""
-    from ldm_cli.pipeline.noise import scheduler_step_kwargs
-    from ldm_cli.pipeline.sampling import denoise
-    from ldm_cli.pipeline.schedulers import build_scheduler
+    from ldm_cli.pipeline.loop.noise import scheduler_step_kwargs
+    from ldm_cli.pipeline.loop.sampling import denoise
+    from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
     c = text_to_image.components
     start = _upscale(text_to_image, latents, seed, plan)

@@ -11,7 +11,7 @@ import inspect
 from dataclasses import dataclass
 
 from ldm_cli.errors import UsageError
-from ldm_cli.pipeline.schedulers import A1111_AUTOMATIC, SCHEDULERS, spec_for
+from ldm_cli.pipeline.loop.schedulers import A1111_AUTOMATIC, SCHEDULERS, spec_for
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ class RecipeSettings:
 
 def validate_recipe(r: RecipeSettings, s) -> None:
     """Checks that need no model (s: the GenerateSettings holding r)."""
-    from ldm_cli.pipeline.conditioning import SYNTAXES
+    from ldm_cli.pipeline.prompts.conditioning import SYNTAXES
     from ldm_cli.pipeline.config import MAX_SEED
-    from ldm_cli.pipeline.prompt_weights import parse_prompt_attention
+    from ldm_cli.pipeline.prompts.prompt_weights import parse_prompt_attention
 
     if r.prompt_syntax not in SYNTAXES:
         raise UsageError(f"--prompt-syntax {r.prompt_syntax!r}: choose a1111 (weights, BREAK) or plain (literal text)")
@@ -45,7 +45,7 @@ def validate_recipe(r: RecipeSettings, s) -> None:
     if r.schedule_type is not None:
         if s.scheduler is None:
             raise UsageError(f"--schedule-type {r.schedule_type}: also pass --scheduler (e.g. --scheduler \"DPM++ 2M\")")
-        from ldm_cli.pipeline.schedule_types import resolve_sampler
+        from ldm_cli.pipeline.loop.schedule_types import resolve_sampler
 
         resolve_sampler(s.scheduler, r.schedule_type)
     if r.variation_seed is not None and not 0 <= r.variation_seed <= MAX_SEED:
@@ -65,7 +65,7 @@ def validate_recipe(r: RecipeSettings, s) -> None:
             if value != default:
                 raise UsageError(f"{flag} {value}: only used with --hires-scale F")
         return
-    from ldm_cli.pipeline.hires import DEFAULT_STRENGTH, check_hires
+    from ldm_cli.pipeline.starts.hires import DEFAULT_STRENGTH, check_hires
 
     if s.init_image is not None or s.init_latents is not None:
         raise UsageError("--hires-scale: the hires fix is for text-to-image; drop --init-image/--init-latents or --hires-scale")
@@ -81,7 +81,7 @@ def plan_fields(r: RecipeSettings | None) -> dict:
         return {}
     hires = None
     if r.hires_scale is not None:
-        from ldm_cli.pipeline.hires import DEFAULT_STRENGTH, HiresPlan
+        from ldm_cli.pipeline.starts.hires import DEFAULT_STRENGTH, HiresPlan
 
         strength = DEFAULT_STRENGTH if r.hires_strength is None else r.hires_strength
         hires = HiresPlan(r.hires_scale, r.hires_steps, strength, r.hires_upscaler)
@@ -120,15 +120,15 @@ def output_size(plan) -> tuple[int, int]:
     """(width, height) of the written picture: the hires size when there is a hires pass."""
     if plan.hires is None:
         return plan.width, plan.height
-    from ldm_cli.pipeline.hires import upscaled_size
+    from ldm_cli.pipeline.starts.hires import upscaled_size
 
     return upscaled_size(plan.width, plan.height, plan.hires.scale)
 
 
 def infotext_fields(s: dict, prompt: str, negative_prompt: str) -> dict:
     """The A1111 infotext fields for a record's settings `s` (absent keys: defaults), in A1111's order."""
-    from ldm_cli.pipeline.hires import UPSCALERS
-    from ldm_cli.pipeline.schedule_types import a1111_fields
+    from ldm_cli.pipeline.starts.hires import UPSCALERS
+    from ldm_cli.pipeline.loop.schedule_types import a1111_fields
 
     _, schedule_label = a1111_fields(s["scheduler"], s.get("schedule_type"))
     fields = {"Schedule type": schedule_label}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ldm_cli.errors import printable
 from ldm_cli.files.latent_files import SUFFIX, LatentHeader, stem_of
-from ldm_cli.pipeline.codec_settings import EncodeSettings, output_path
-from ldm_cli.pipeline.file_batch import Batch, progress, say
-from ldm_cli.pipeline.vae_loading import LoadedVae, load_vae
+from ldm_cli.pipeline.codec.codec_settings import EncodeSettings, output_path
+from ldm_cli.pipeline.codec.file_batch import Batch, progress, say
+from ldm_cli.pipeline.codec.vae_loading import LoadedVae, load_vae
 
 
 def run_encode(s: EncodeSettings, files: list[Path]) -> list[dict]:
@@ -39,7 +39,7 @@ def run_encode(s: EncodeSettings, files: list[Path]) -> list[dict]:
 def _encode_one(s: EncodeSettings, loaded: LoadedVae, path: Path, seed: int | None) -> dict:
     import torch
 
-    from ldm_cli.pipeline import vae_ops
+    from ldm_cli.pipeline.codec import vae_ops
     from ldm_cli.files.image_io import load_image, to_tensor
     from ldm_cli.files.latent_files import output_name, save_latents
 
@@ -76,9 +76,9 @@ def _encode_one(s: EncodeSettings, loaded: LoadedVae, path: Path, seed: int | No
 
 
 def _reconstruction(loaded: LoadedVae, latents, pixels, tile) -> dict:
-    from ldm_cli.pipeline import vae_ops
-    from ldm_cli.pipeline.latents import to_uint8
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec import vae_ops
+    from ldm_cli.pipeline.codec.latents import to_uint8
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
 
     images, _ = vae_ops.decode(loaded.vae, latents, tile)
     again = to_uint8(images)[0]
@@ -87,7 +87,7 @@ def _reconstruction(loaded: LoadedVae, latents, pixels, tile) -> dict:
 
 def _write_channel_picture(latents, written: Path, header: LatentHeader) -> Path:
     from ldm_cli.files.images import save_png
-    from ldm_cli.pipeline.quality import channel_picture
+    from ldm_cli.pipeline.codec.quality import channel_picture
 
     text = {"ldm": json.dumps({"tool": "ldm", "command": "encode --visualize", "latents": written.name,
                                "source": header.source_name, "kind": header.latent_kind})}

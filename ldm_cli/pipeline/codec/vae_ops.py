@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ldm_cli.pipeline import latents as latent_ops
+from ldm_cli.pipeline.codec import latents as latent_ops
 
 AUTO_TILE_SIDE = 2  # tile automatically above (2 x the VAE's tile size)^2 pixels: 1024^2 for SD's 512 tiles
 

@@ -46,7 +46,7 @@ def step_generator(generator: torch.Generator, seed: int, eta_noise_seed_delta: 
 def scheduler_step_kwargs(plan, generator: torch.Generator, seed: int) -> dict:
     """What scheduler.step gets besides the prediction, as diffusers' prepare_extra_step_kwargs passes it:
     the per-step noise generator of stochastic samplers, and TCD's gamma as `eta`."""
-    from ldm_cli.pipeline.schedulers import TCD_DEFAULT_GAMMA, spec_for
+    from ldm_cli.pipeline.loop.schedulers import TCD_DEFAULT_GAMMA, spec_for
 
     kwargs = {}
     if spec_for(plan.scheduler).stochastic:

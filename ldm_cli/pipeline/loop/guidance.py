@@ -58,7 +58,7 @@ def consistency_default_guidance(unet_config: dict) -> float:
 
 def resolved_guidance(scheduler: str, guidance: float, guidance_default: bool, unet_config) -> float:
     """The run's guidance: --g, or, when it was not given, what suits a consistency sampler (lcm, tcd)."""
-    from ldm_cli.pipeline.schedulers import spec_for
+    from ldm_cli.pipeline.loop.schedulers import spec_for
 
     if guidance_default and spec_for(scheduler).consistency:
         return consistency_default_guidance(unet_config)

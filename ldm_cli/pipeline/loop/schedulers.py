@@ -121,7 +121,7 @@ def build_scheduler(name: str, model_scheduler_config: dict, schedule_type: str 
     """A fresh scheduler of the named kind, configured from the model's own scheduler config."""
     import diffusers
 
-    from ldm_cli.pipeline.schedule_types import schedule_overrides
+    from ldm_cli.pipeline.loop.schedule_types import schedule_overrides
 
     spec = spec_for(name)
     cls = getattr(diffusers, spec.class_name)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ldm_cli.pipeline.guidance import guide
+from ldm_cli.pipeline.loop.guidance import guide
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ldm_cli.errors import UsageError
 from ldm_cli.models import network_files
 from ldm_cli.models.embeddings import Embedding, expand_prompt, load_embedding, parse_embedding_arg, used_in, word_pattern
 from ldm_cli.models.lora import LoraSpec, parse_lora_arg
-from ldm_cli.pipeline.prompt_tags import extract_network_tags, without_network_tags
+from ldm_cli.pipeline.prompts.prompt_tags import extract_network_tags, without_network_tags
 
 
 @dataclass(frozen=True)

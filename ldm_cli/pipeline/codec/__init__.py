@@ -1,0 +1,1 @@
+"""Images <-> latents: the VAE, latent files, batches of files, quality figures."""

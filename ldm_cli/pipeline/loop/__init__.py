@@ -1,0 +1,1 @@
+"""The denoising loop: schedulers, schedule types, guidance, noise, feature caching, previews."""

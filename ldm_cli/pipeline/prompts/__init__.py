@@ -1,0 +1,1 @@
+"""Prompt weights and tags, the text encoder's conditioning."""

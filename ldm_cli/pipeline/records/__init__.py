@@ -1,0 +1,1 @@
+"""What a picture records and replays: provenance, recipe fields, LoRA/embedding networks."""

@@ -1,0 +1,1 @@
+"""Where sampling starts: noise, init image (img2img), masked init (inpaint, outpaint), hires pass."""
