@@ -230,3 +230,15 @@ def test_dry_run_names_the_backend_and_its_precision(ldm, tiny_model):
         return next(line for line in text.splitlines() if line.startswith("memory:"))
 
     assert peak(result.stdout) != peak(plain.stdout)
+
+
+def test_a_recorded_torch_only_setting_is_dropped_with_a_warning(ldm, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LDM_CACHE_DIR", str(tmp_path / "cache"))
+    made = ldm("generate", "a cat", "--model", tiny_model, "--steps", "3", "--seed", "2", "--cache-interval", "2",
+               "--out", "cached.png")
+    assert made.code == 0, made.stderr
+    result = ldm("generate", "--from", "cached.png", "--backend", "openvino", "--dtype", "fp32", "--out", "ov.png")
+    assert result.code == 0, result.stderr
+    assert "runs the recorded --cache-interval 2 without it" in result.stderr
+    record = json.loads(Image.open(tmp_path / "ov.png").text["ldm"])
+    assert record["settings"]["cache_interval"] == 1

@@ -48,6 +48,8 @@ def build_settings(flags: GenerateFlags) -> GenerateSettings:
     for flag, text in [("PROMPT", p) for p in prompts] + [("--negative-prompt", values["negative_prompt"])]:
         check_text(flag, text)
     check_device_and_dtype(flags.device, flags.dtype)
+    if flags.backend == "openvino":
+        _drop_recorded_torch_only(values, explicit)
     check_backend(flags.backend, device=flags.device, dtype=flags.dtype, compile=flags.compile_unet,
                   channels_last=flags.channels_last, cache_interval=values.get("cache_interval", 1) or 1,
                   attention_maps=flags.attention_maps, token_merging=float(values.get("token_merging") or 0))
@@ -179,6 +181,19 @@ def check_network_flags(settings: GenerateSettings) -> None:
         parse_embedding_arg(value, settings.model.allow_pickle)
     network_files.folders("--lora-dir", settings.lora_dirs, network_files.LORA_DIR_ENV)
     network_files.folders("--embeddings-dir", settings.embeddings_dirs, network_files.EMBEDDINGS_DIR_ENV)
+
+
+def _drop_recorded_torch_only(values: dict, explicit: dict) -> None:
+    """What a --from image recorded that only the torch UNet can run is dropped for --backend openvino,
+    with one warning; the same flags typed by the user are refused (check_backend)."""
+    dropped = []
+    if "cache_interval" not in explicit and (values.get("cache_interval") or 1) > 1:
+        dropped.append(f"--cache-interval {values.pop('cache_interval')}")
+    if "token_merging" not in explicit and values.get("token_merging"):
+        dropped.append(f"--token-merging {values.pop('token_merging'):g}")
+    if dropped:
+        _warn(f"warning: --backend openvino runs the recorded {' and '.join(dropped)} without it "
+              "(both need the torch UNet); the picture may differ")
 
 
 def _warn(message: str) -> None:
