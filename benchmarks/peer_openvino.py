@@ -65,7 +65,8 @@ def main() -> None:
 
     unet = pipe.unet.request
     compiled = unet if hasattr(unet, "get_property") else unet.get_compiled_model()
-    chosen = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    chosen = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # e.g. "bf16"
     measure(make, args.row, args.work, loaded_s, {
         "precision_hint": chosen, "requested": args.precision, "export_s": round(export_s, 1),
         "openvino": openvino.__version__, "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
