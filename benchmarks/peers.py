@@ -114,7 +114,11 @@ def rows(args, folder: Path, checkpoint: Path) -> list[dict]:
     for wtype in args.sdcpp_types.split(","):
         found.append(dict(key=f"sdcpp-{wtype}", label=f"stable-diffusion.cpp {wtype}", peer="sdcpp",
                           argv=["-m", "benchmarks.peer_sdcpp", "--checkpoint", str(checkpoint), "--wtype", wtype]))
-    return [r for r in found if r["peer"] in args.peers.split(",")]
+    found = [r for r in found if r["peer"] in args.peers.split(",")]
+    if args.rows:  # a re-check of some rows, in the order given
+        by_key = {r["key"]: r for r in found}
+        found = [by_key[key] for key in args.rows.split(",") if key in by_key]
+    return found
 
 
 def run_row(row: dict, python: Path, args, work: Path) -> dict:
@@ -181,7 +185,7 @@ def markdown(report: dict) -> str:
         label = row["label"] + (f" ({r['precision_hint']})" if "precision_hint" in r and "default" in row["key"] else "")
         q = r.get("quality")
         if q is None:
-            quality = "reference" if row["key"].startswith("ldm") else "-"
+            quality = "reference" if r.get("dtype") == "fp32" else "-"
         elif "against_ldm_fp32" in q:
             quality = q["against_ldm_fp32"] + (f"; vs sd.cpp f32: {q['psnr_db']} dB, SSIM {q['ssim']}" if "psnr_db" in q else "")
         else:
@@ -202,6 +206,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peers", default="ldm,openvino,sdcpp", help="which rows to run")
     parser.add_argument("--sdcpp-types", default="f32", help="comma-separated: f32, f16, q8_0, bf16")
+    parser.add_argument("--rows", help="only these row keys, in this order (e.g. openvino-default,ldm-auto)")
+    parser.add_argument("--out", help="results file stem (default: peers, or peers-<size> at other sizes)")
     parser.add_argument("--row-timeout", type=int, default=1800, help="seconds before a row is given up")
     args = parser.parse_args()
     if args.quick:
@@ -230,7 +236,7 @@ def main() -> None:
     report = {"machine": machine, "size": args.size, "threads": args.threads, "seed": args.seed,
               "peers": notes, "rows": [{k: r[k] for k in ("key", "label", "peer")} for r in rows(args, folder, checkpoint)],
               "results": results}
-    stem = "peers" if args.size == 512 else f"peers-{args.size}"
+    stem = args.out or ("peers" if args.size == 512 else f"peers-{args.size}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(report))
