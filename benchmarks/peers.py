@@ -213,7 +213,8 @@ def main() -> None:
     if args.quick:
         args.size, args.sdcpp_types = 256, "f32"
     flags = Path("/proc/cpuinfo").read_text()
-    machine = {"cpu": cpu_name(), "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+    family = next((line.split(":")[1].strip() for line in flags.splitlines() if line.startswith("cpu family")), "?")
+    machine = {"cpu": cpu_name(), "cpu_family": family, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
                "cores": os.cpu_count(), "load_avg_start": round(os.getloadavg()[0], 2)}
     folder, checkpoint, work = prepare(args.size, args.seed)
     VENVS.mkdir(exist_ok=True)
