@@ -46,7 +46,7 @@ bench-time-to-image: $(STAMP)
 	$(BIN)/python -m benchmarks.time_to_image $(if $(QUICK),--quick)
 
 # ldm against OpenVINO and stable-diffusion.cpp, each in its own venv under benchmarks/.venvs (made on
-# first use, about 3 GB; sd.cpp builds from source in ~5 min). 20-30 min at 512 px; QUICK=1: 256 px, ~10 min.
+# first use, about 2 GB; sd.cpp builds from source in ~5 min). 20-30 min at 512 px; QUICK=1: 256 px, ~10 min.
 # `make bench PEERS=1` runs it after the rest; plain `make bench` does not.
 bench-peers: $(STAMP)
 	$(BIN)/python -m benchmarks.peers $(if $(QUICK),--quick)

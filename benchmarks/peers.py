@@ -18,7 +18,7 @@ Quality beside each speed: PSNR/SSIM of the 6-step picture against ldm fp32's. l
 DDIM and ldm's starting noise; sd.cpp draws its own noise (so "different RNG"), and its other types
 are compared with its own f32 picture. Writes benchmarks/results/peers.json and peers.md
 (--size other than 512: peers-<size>.json/.md). Not part of the default `make bench` (it installs two
-venvs, about 3 GB, and runs for 20-30 minutes at 512 px on 2 busy cores).
+venvs, about 2 GB, caches 9 GB of converted weights, and runs for 20-30 minutes at 512 px on 2 busy cores).
 """
 
 from __future__ import annotations
