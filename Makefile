@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test test-slow demo demo-model bench bench-time-to-image clean
+.PHONY: install browser test test-slow demo demo-model bench bench-time-to-image bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,17 @@ demo-model: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.time_to_image $(if $(QUICK),--quick)
+	$(if $(PEERS),$(BIN)/python -m benchmarks.peers $(if $(QUICK),--quick))
 
 # Only the time-to-image table (about 8 min on a busy 2-core CPU; QUICK=1: 12 demo prompts, one SD1.5 round).
 bench-time-to-image: $(STAMP)
 	$(BIN)/python -m benchmarks.time_to_image $(if $(QUICK),--quick)
+
+# ldm against OpenVINO and stable-diffusion.cpp, each in its own venv under benchmarks/.venvs (made on
+# first use, about 2 GB; sd.cpp builds from source in ~5 min). 20-30 min at 512 px; QUICK=1: 256 px, ~10 min.
+# `make bench PEERS=1` runs it after the rest; plain `make bench` does not.
+bench-peers: $(STAMP)
+	$(BIN)/python -m benchmarks.peers $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
