@@ -61,8 +61,8 @@ def write_inputs(folder: Path, work: Path, size: int, seed: int) -> Path:
     """ldm's DDIM scheduler config and its seeded starting noise, which the OpenVINO rows are given."""
     import torch
 
-    from ldm_cli.pipeline.noise import seeded_noise
-    from ldm_cli.pipeline.schedulers import build_scheduler
+    from ldm_cli.pipeline.loop.noise import seeded_noise
+    from ldm_cli.pipeline.loop.schedulers import build_scheduler
 
     work.mkdir(parents=True, exist_ok=True)
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -145,7 +145,7 @@ def run_row(row: dict, python: Path, args, work: Path) -> dict:
 
 
 def add_quality_and_ratios(results: dict[str, dict], work: Path) -> None:
-    from ldm_cli.pipeline.quality import psnr, ssim
+    from ldm_cli.pipeline.codec.quality import psnr, ssim
 
     base = results.get("ldm-auto", {}).get("step_s")
     fp32_key = next((k for k, r in results.items() if k.startswith("ldm") and r.get("dtype") == "fp32"), None)
